@@ -1,0 +1,3 @@
+"""kapal: a container engine that speaks Docker's language."""
+
+__version__ = "0.1.0"

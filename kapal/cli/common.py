@@ -1,0 +1,95 @@
+"""What every CLI command shares: argument parsing, the client, errors and exit codes.
+
+Exit codes and messages are Docker's: usage errors exit 125, daemon errors
+print ``Error response from daemon: …`` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from kapal.cli.client import Client, ConnectError, DaemonError
+
+
+class UsageError(Exception):
+    pass
+
+
+class CommandError(Exception):
+    """A failure the command already described; exits with ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\nSee '{self.prog} --help'.")
+
+
+def parser(prog: str, usage: str, description: str) -> Parser:
+    return Parser(prog=prog, usage=usage, description=description)
+
+
+class Context:
+    """A command's access to the daemon, created on first use."""
+
+    def __init__(self, host: str | None) -> None:
+        self._host = host
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self._host)
+        return self._client
+
+
+Command = Callable[[Context, str, list[str]], int]
+
+
+def run(function: Command, prog: str, args: list[str], host: str | None) -> int:
+    context = Context(host)
+    try:
+        return function(context, prog, args) or 0
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 125
+    except DaemonError as error:
+        print(f"Error response from daemon: {error.message}", file=sys.stderr)
+        return 1
+    except ConnectError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except CommandError as error:
+        if str(error):
+            print(error, file=sys.stderr)
+        return error.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def print_error(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def output_rows(fmt: str | None, default: str, header: dict[str, str], rows: list[Any], quiet_field: str | None = None) -> None:
+    """Print *rows* with a ``--format`` (table, json or a template) like docker's formatter."""
+    from kapal.cli import template
+
+    fmt = fmt or default
+    if fmt == "json":
+        fmt = "{{json .}}"
+    is_table, rest = template.is_table(fmt)
+    if is_table:
+        sys.stdout.write(template.render_table(header, rows, rest or default[len("table "):]))
+        return
+    compiled = template.parse(fmt)
+    for row in rows:
+        sys.stdout.write(compiled.render(row) + "\n")

@@ -1,0 +1,143 @@
+"""``kapal``: Docker's command line, talking to kapald.
+
+Start-up time is a feature: only the module of the command being run is
+imported, and nothing heavier than the stdlib's ``http.client`` is on the path.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """\
+Usage:  kapal [OPTIONS] COMMAND
+
+A container engine that speaks Docker's language
+
+Common Commands:
+  images      List images
+  version     Show the kapal version information
+  info        Display system-wide information
+
+Management Commands:
+  image       Manage images
+  system      Manage kapal
+
+Commands:
+  events      Get real time events from the server
+  history     Show the history of an image
+  import      Import the contents from a tarball to create a filesystem image
+  inspect     Return low-level information on objects
+  load        Load an image from a tar archive or STDIN
+  rmi         Remove one or more images
+  save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+
+Global Options:
+  -D, --debug          Enable debug mode
+  -H, --host string    Daemon socket to connect to (default $KAPAL_HOST, $DOCKER_HOST,
+                       or unix:///run/kapal/kapal.sock)
+  -v, --version        Print version information and quit
+
+Run 'kapal COMMAND --help' for more information on a command.
+"""
+
+_IMAGES = "kapal.cli.commands.images"
+_SYSTEM = "kapal.cli.commands.system"
+
+# command -> (module, function); "image" and "system" are groups of subcommands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "version": (_SYSTEM, "version"),
+    "info": (_SYSTEM, "info"),
+    "events": (_SYSTEM, "events"),
+    "images": (_IMAGES, "images"),
+    "tag": (_IMAGES, "tag"),
+    "rmi": (_IMAGES, "rmi"),
+    "history": (_IMAGES, "history"),
+    "load": (_IMAGES, "load"),
+    "save": (_IMAGES, "save"),
+    "import": (_IMAGES, "import_"),
+    "inspect": (_IMAGES, "inspect"),
+}
+GROUPS: dict[str, dict[str, tuple[str, str]]] = {
+    "image": {
+        "ls": (_IMAGES, "images"),
+        "list": (_IMAGES, "images"),
+        "inspect": (_IMAGES, "image_inspect"),
+        "rm": (_IMAGES, "rmi"),
+        "remove": (_IMAGES, "rmi"),
+        "tag": (_IMAGES, "tag"),
+        "history": (_IMAGES, "history"),
+        "load": (_IMAGES, "load"),
+        "save": (_IMAGES, "save"),
+        "import": (_IMAGES, "import_"),
+        "prune": (_IMAGES, "prune"),
+    },
+    "system": {
+        "df": (_SYSTEM, "df"),
+        "events": (_SYSTEM, "events"),
+        "info": (_SYSTEM, "info"),
+    },
+}
+
+
+def _group_usage(group: str) -> str:
+    names = "\n".join(f"  {name}" for name in GROUPS[group])
+    return f"Usage:  kapal {group} COMMAND\n\nCommands:\n{names}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    host = None
+    while args and args[0].startswith("-"):
+        flag = args.pop(0)
+        if flag in ("-H", "--host"):
+            if not args:
+                print("flag needs an argument: --host", file=sys.stderr)
+                return 125
+            host = args.pop(0)
+        elif flag.startswith("--host="):
+            host = flag.partition("=")[2]
+        elif flag in ("-D", "--debug", "-l", "--log-level"):
+            if flag in ("-l", "--log-level") and args:
+                args.pop(0)
+        elif flag in ("-v", "--version"):
+            from kapal import __version__
+
+            print(f"kapal version {__version__}")
+            return 0
+        elif flag in ("-h", "--help"):
+            print(USAGE, end="")
+            return 0
+        else:
+            print(f"unknown flag: {flag}\nSee 'kapal --help'.", file=sys.stderr)
+            return 125
+    if not args:
+        print(USAGE, end="")
+        return 0
+    command = args.pop(0)
+    prog = f"kapal {command}"
+    if command in GROUPS:
+        if not args or args[0] in ("-h", "--help"):
+            print(_group_usage(command), end="")
+            return 0
+        sub = args.pop(0)
+        target = GROUPS[command].get(sub)
+        prog = f"kapal {command} {sub}"
+        if target is None:
+            print(f"kapal: '{command} {sub}' is not a kapal command.\nSee 'kapal {command} --help'", file=sys.stderr)
+            return 1
+    else:
+        target = COMMANDS.get(command)
+        if target is None:
+            print(f"kapal: '{command}' is not a kapal command.\nSee 'kapal --help'", file=sys.stderr)
+            return 1
+    from importlib import import_module
+
+    from kapal.cli import common
+
+    function = getattr(import_module(target[0]), target[1])
+    return common.run(function, prog, args, host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

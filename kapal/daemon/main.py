@@ -1,0 +1,103 @@
+"""``kapald``: start the engine and serve the Engine API on its Unix sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from kapal import __version__
+from kapal.daemon import config as daemon_config
+from kapal.errors import KapalError
+
+log = logging.getLogger("kapald")
+
+
+def _write_pidfile(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = int(path.read_text().strip())
+    except (OSError, ValueError):
+        old = 0
+    if old and old != os.getpid() and Path(f"/proc/{old}").exists():
+        cmdline = Path(f"/proc/{old}/cmdline").read_bytes()
+        if b"kapald" in cmdline:
+            raise KapalError(f"pid file found, ensure kapald is not running or delete {path}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+async def serve(cfg: daemon_config.DaemonConfig) -> None:
+    from aiohttp import web
+
+    from kapal.daemon.app import create_app
+    from kapal.engine import Engine
+
+    sockets = cfg.socket_paths()
+    engine = Engine(cfg.data_root)
+    Path(cfg.exec_root).mkdir(parents=True, exist_ok=True)
+    _write_pidfile(cfg.pidfile_path)
+    await asyncio.to_thread(engine.recover)
+    app = create_app(engine)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    for path in sockets:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)  # the data-root lock proved no other kapald owns this state
+        site = web.UnixSite(runner, path)
+        await site.start()
+        os.chmod(path, 0o660)
+    log.info("kapald %s listening on %s (data root %s)", __version__, ", ".join(sockets), cfg.data_root)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("kapald shutting down")
+        await runner.cleanup()
+        for path in sockets:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        try:
+            cfg.pidfile_path.unlink()
+        except FileNotFoundError:
+            pass
+        engine.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemon_config.parser().parse_args(argv)
+    if args.version:
+        print(f"kapald version {__version__}")
+        return 0
+    try:
+        cfg = daemon_config.load(args)
+    except KapalError as error:
+        print(f"kapald: {error.message}", file=sys.stderr)
+        return 1
+    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if os.geteuid() != 0:
+        print("kapald: must run as root (it mounts filesystems and creates device nodes)", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(cfg))
+    except KapalError as error:
+        print(f"kapald: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

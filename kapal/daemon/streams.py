@@ -1,0 +1,106 @@
+"""Bridges between aiohttp's event loop and the engine's blocking services.
+
+The engine's services are plain blocking Python (they hash, unpack and fsync);
+the daemon runs each in a worker thread. These adapters let such a thread read
+a request body and write a response body as ordinary file objects, and let it
+report progress as Docker's JSON message stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from kapal.errors import KapalError
+
+log = logging.getLogger("kapald")
+T = TypeVar("T")
+Emit = Callable[[dict[str, Any]], None]
+
+
+class _BodyRaw(io.RawIOBase):
+    def __init__(self, content: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._content = content
+        self._loop = loop
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        future = asyncio.run_coroutine_threadsafe(self._content.read(len(buffer)), self._loop)
+        data = future.result()
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def body_reader(request: web.Request) -> io.BufferedReader:
+    """The request body as a blocking file, for use in a worker thread only."""
+    return io.BufferedReader(_BodyRaw(request.content, asyncio.get_running_loop()), buffer_size=1 << 20)
+
+
+class ResponseWriter(io.RawIOBase):
+    """A blocking file whose writes go to a prepared aiohttp response, from a worker thread."""
+
+    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
+        self._response = response
+        self._loop = loop
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        if chunk:
+            asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
+        return len(chunk)
+
+
+def json_line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\r\n"
+
+
+def error_message(error: BaseException) -> dict[str, Any]:
+    """An in-band error, with the deprecated ``error`` field docker-py still keys on."""
+    text = error.message if isinstance(error, KapalError) else f"internal error: {error}"
+    return {"errorDetail": {"message": text}, "error": text}
+
+
+async def json_progress(
+    request: web.Request, work: Callable[[Emit], T], prepare: bool = True
+) -> tuple[web.StreamResponse, T | None]:
+    """Run *work(emit)* in a thread, streaming what it emits as JSON lines.
+
+    An error after the 200 went out is sent in-band, as Docker does.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+
+    def emit(message: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, message)
+
+    def run() -> T:
+        try:
+            return work(emit)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
+    while (message := await queue.get()) is not None:
+        await response.write(json_line(message))
+    result: T | None = None
+    try:
+        result = await task
+    except Exception as error:  # reported in-band: the status line is gone already
+        if not isinstance(error, KapalError):
+            log.exception("error in streamed request %s", request.path)
+        await response.write(json_line(error_message(error)))
+    await response.write_eof()
+    return response, result

@@ -1,0 +1,71 @@
+"""The engine: every service of one data root, wired together.
+
+The daemon owns one Engine; tests may build one directly. Nothing here speaks
+HTTP.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from kapal.content.lease import LeaseRegistry
+from kapal.content.store import ContentStore
+from kapal.errors import Conflict
+from kapal.events import EventBus
+from kapal.image.layers import LayerStore
+from kapal.image.store import ImageStore
+from kapal.metadata import Database
+
+log = logging.getLogger("kapald")
+
+
+class Engine:
+    def __init__(self, data_root: str | os.PathLike) -> None:
+        self.root = Path(data_root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o710)
+        self._lock_fd = os.open(self.root / "kapal.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise Conflict(f"data root {self.root} is in use by another kapald") from None
+        self.id = self._engine_id()
+        self.db = Database(self.root / "kapal.db")
+        self.leases = LeaseRegistry()
+        self.content = ContentStore(self.root / "content", self.leases)
+        self.layers = LayerStore(self.root / "layers", self.db, self.leases)
+        self.events = EventBus()
+        self.images = ImageStore(self.db, self.content, self.layers, self.events)
+
+    def _engine_id(self) -> str:
+        path = self.root / "engine-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            engine_id = str(uuid.uuid4())
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(engine_id)
+            os.replace(tmp, path)
+            return engine_id
+
+    def recover(self) -> None:
+        """Clear what a crash left half-done: abandoned ingests and unpacks, unreferenced content."""
+        ingests = self.content.remove_abandoned_ingests()
+        self.layers.remove_abandoned()
+        blobs, layers = self.images.collect_garbage()
+        if ingests or blobs or layers:
+            log.info(
+                "recovered: %d abandoned ingests, %d unreferenced blobs, %d unreferenced layers removed",
+                ingests,
+                len(blobs),
+                len(layers),
+            )
+
+    def close(self) -> None:
+        self.db.close()
+        os.close(self._lock_fd)

@@ -1,0 +1,100 @@
+"""The metadata database: the single source of truth for what the engine holds.
+
+SQLite in WAL mode, one file under the data root. Every change that must be
+seen whole (an image with its tags and layers) is one transaction. Blobs and
+unpacked layers live on the filesystem; a row only ever points at content that
+was committed before the row, so a crash between the two leaves garbage for the
+collector, never a row that points at nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Each entry migrates the schema from version i to i + 1; append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,              -- sha256 of the config blob
+        manifest_digest TEXT NOT NULL,    -- the manifest blob kept for save/push
+        size INTEGER NOT NULL,            -- unpacked bytes of all layers
+        added REAL NOT NULL,              -- when it entered this store
+        last_tag_time REAL
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        diff_id TEXT NOT NULL,
+        blob_digest TEXT NOT NULL,
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_diff ON image_layers(diff_id);
+    CREATE INDEX image_layers_blob ON image_layers(blob_digest);
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY,            -- full reference: docker.io/library/busybox:latest
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX tags_image ON tags(image_id);
+    CREATE TABLE repo_digests (
+        name TEXT PRIMARY KEY,            -- docker.io/library/busybox@sha256:...
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        index_digest TEXT                 -- the index blob when the digest names one
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image_id);
+    CREATE TABLE layers (
+        diff_id TEXT PRIMARY KEY,         -- sha256 of the uncompressed layer tar
+        size INTEGER NOT NULL,
+        added REAL NOT NULL
+    );
+    """,
+]
+
+
+class Database:
+    """A thread-safe handle on the metadata database.
+
+    One connection, one lock: kapal's transactions are small and the lock keeps
+    SQLite's own locking out of the picture (no SQLITE_BUSY retries).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for index in range(version, len(MIGRATIONS)):
+                # One script, one transaction: a migration lands whole or not at all.
+                self._conn.executescript(
+                    f"BEGIN IMMEDIATE; {MIGRATIONS[index]}; PRAGMA user_version={index + 1}; COMMIT;"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,172 @@
+"""Shared fixtures: scratch space on tmpfs, real kapald processes, the offline busybox image.
+
+Every daemon a test starts has its own socket and data root under a tmpfs
+directory and is stopped (and its directory removed) when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+KAPAL = str(BIN / "kapal")
+KAPALD = str(BIN / "kapald")
+SHARED_BUSYBOX = REPO.parent / "shared" / "images" / "busybox"
+
+
+def scratch_base() -> str:
+    """tmpfs when there is one: file creation on this host's ext4 costs 100x more."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="kapal-test-", dir=scratch_base()))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Daemon:
+    """A kapald process of a test, with helpers to drive it through real clients."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = base / "kapal.sock"
+        self.data_root = base / "data"
+        self.exec_root = base / "exec"
+        self.host = f"unix://{self.socket}"
+        self.log = base / "kapald.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    KAPALD,
+                    "-H",
+                    self.host,
+                    "--data-root",
+                    str(self.data_root),
+                    "--exec-root",
+                    str(self.exec_root),
+                    "--config-file",
+                    str(self.base / "daemon.json"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kapald exited: {self.log.read_text()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(self.socket))
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"kapald did not start: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kapal(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([KAPAL, "-H", self.host, *args], input=input, capture_output=True, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kapal {' '.join(args)} exited {result.returncode}:\n{result.stdout.decode()}\n{result.stderr.decode()}"
+            )
+        return result
+
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        docker = shutil.which("docker")
+        if docker is None:
+            pytest.skip("the docker CLI is not installed")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env["DOCKER_CONFIG"] = str(self.base / "docker-config")
+        result = subprocess.run(
+            [docker, "-H", self.host, *args], input=input, capture_output=True, timeout=120, env=env
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {result.returncode}:\n{result.stdout.decode()}\n{result.stderr.decode()}"
+            )
+        return result
+
+
+@pytest.fixture
+def daemon(scratch: Path) -> Iterator[Daemon]:
+    instance = Daemon(scratch)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline busybox root filesystem tarball, made once per test session."""
+    from kapal.image.bases import write_busybox_rootfs
+
+    path = tmp_path_factory.mktemp("rootfs") / "busybox.tar"
+    with open(path, "wb") as out:
+        write_busybox_rootfs(out)
+    return path
+
+
+@pytest.fixture
+def busybox(daemon: Daemon, busybox_rootfs: Path) -> str:
+    """busybox:latest imported into the test's daemon; returns its image ID."""
+    result = daemon.kapal(
+        "import",
+        "--change",
+        'CMD ["sh"]',
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        str(busybox_rootfs),
+        "busybox:latest",
+    )
+    return result.stdout.decode().strip()
+
+
+@pytest.fixture
+def shared_busybox() -> Path:
+    if not (SHARED_BUSYBOX / "index.json").exists():
+        pytest.skip("../shared/images/busybox is not present")
+    return SHARED_BUSYBOX
+
+
+def tar_directory(directory: Path, out: Path) -> Path:
+    """A tar of *directory*'s contents (as an OCI layout archive is made)."""
+    import tarfile
+
+    with tarfile.open(out, "w") as tar:
+        for entry in sorted(directory.rglob("*")):
+            tar.add(entry, arcname=str(entry.relative_to(directory)), recursive=False)
+    return out
+
+

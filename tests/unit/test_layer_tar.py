@@ -1,0 +1,856 @@
+"""apply_layer / write_layer: what a layer becomes on disk, and what it may never touch.
+
+Runs as root on tmpfs: devices, ownership and trusted.* xattrs are real here.
+Every hostile layer is applied into ``sandbox/outer/layer`` next to canaries,
+and the whole sandbox (ctime included, so even a same-value chmod shows) must
+be unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kapal.errors import InvalidArgument, StorageError
+from kapal.image.compression import Compression, compress_writer, open_decompressed
+from kapal.image.layer_tar import LayerStats, apply_layer, write_layer
+
+MTIME = 1_600_000_000
+
+
+@pytest.fixture
+def shm_path() -> Iterator[Path]:
+    """Like tmp_path, but on tmpfs: trusted.* xattrs and speed need it."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = Path(tempfile.mkdtemp(prefix="kapal-test-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dest(shm_path: Path) -> Path:
+    path = shm_path / "layer"
+    path.mkdir()
+    return path
+
+
+class NonSeekable:
+    """A stream with nothing but read(), like an HTTP body; counts what was consumed."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.consumed = 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._data.read(n)
+        self.consumed += len(chunk)
+        return chunk
+
+
+class TarBuilder:
+    """Builds layer tars in memory, including the kinds of entries real tools write."""
+
+    def __init__(self, **tar_options: Any) -> None:
+        self._buffer = io.BytesIO()
+        self._tar = tarfile.open(  # noqa: SIM115 (closed by bytes())
+            fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT, **tar_options
+        )
+
+    def _info(
+        self,
+        name: str,
+        kind: bytes,
+        mode: int,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: float = MTIME,
+        xattrs: dict[str, bytes] | None = None,
+        pax: dict[str, str] | None = None,
+    ) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = mode
+        info.uid, info.gid = uid, gid
+        info.uname = info.gname = ""
+        info.mtime = mtime
+        headers = dict(pax or {})
+        for key, value in (xattrs or {}).items():
+            headers[f"SCHILY.xattr.{key}"] = value.decode("utf-8", "surrogateescape")
+        info.pax_headers = headers
+        return info
+
+    def file(self, name: str, data: bytes = b"", mode: int = 0o644, **kw: Any) -> TarBuilder:
+        info = self._info(name, tarfile.REGTYPE, mode, **kw)
+        info.size = len(data)
+        self._tar.addfile(info, io.BytesIO(data))
+        return self
+
+    def dir(self, name: str, mode: int = 0o755, **kw: Any) -> TarBuilder:
+        self._tar.addfile(self._info(name, tarfile.DIRTYPE, mode, **kw))
+        return self
+
+    def symlink(self, name: str, target: str, **kw: Any) -> TarBuilder:
+        info = self._info(name, tarfile.SYMTYPE, 0o777, **kw)
+        info.linkname = target
+        self._tar.addfile(info)
+        return self
+
+    def hardlink(self, name: str, target: str, mode: int = 0o644, **kw: Any) -> TarBuilder:
+        info = self._info(name, tarfile.LNKTYPE, mode, **kw)
+        info.linkname = target
+        self._tar.addfile(info)
+        return self
+
+    def device(
+        self, name: str, kind: bytes, major: int, minor: int, mode: int = 0o666, **kw: Any
+    ) -> TarBuilder:
+        info = self._info(name, kind, mode, **kw)
+        info.devmajor, info.devminor = major, minor
+        self._tar.addfile(info)
+        return self
+
+    def fifo(self, name: str, mode: int = 0o644, **kw: Any) -> TarBuilder:
+        self._tar.addfile(self._info(name, tarfile.FIFOTYPE, mode, **kw))
+        return self
+
+    def whiteout(self, name: str) -> TarBuilder:
+        """``name`` deleted, spelled the way image layers spell it."""
+        parent, _, base = name.rpartition("/")
+        return self.file(f"{parent}/.wh.{base}" if parent else f".wh.{base}", mode=0o600)
+
+    def opaque(self, directory: str) -> TarBuilder:
+        return self.file(f"{directory}/.wh..wh..opq" if directory else ".wh..wh..opq", mode=0o600)
+
+    def entry(self, info: tarfile.TarInfo, data: bytes | None = None) -> TarBuilder:
+        self._tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        return self
+
+    def bytes(self) -> bytes:
+        self._tar.close()
+        return self._buffer.getvalue()
+
+
+def apply(data: bytes, dest: Path) -> LayerStats:
+    return apply_layer(NonSeekable(data), dest)  # type: ignore[arg-type]
+
+
+def xattrs_of(path: Path) -> dict[str, bytes]:
+    names = os.listxattr(path, follow_symlinks=False)
+    return {name: os.getxattr(path, name, follow_symlinks=False) for name in sorted(names)}
+
+
+def snapshot(root: Path, *, skip: Path | None = None, times: bool = True) -> dict[str, tuple[Any, ...]]:
+    """Everything observable about a tree, keyed by relative path."""
+    result: dict[str, tuple[Any, ...]] = {}
+    paths = [root]
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if skip is None or Path(directory, d) != skip]
+        paths.extend(Path(directory, name) for name in sorted(dirnames + filenames))
+    for path in paths:
+        st = os.lstat(path)
+        content: Any = None
+        if stat.S_ISREG(st.st_mode):
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            content = os.readlink(path)
+        fields: tuple[Any, ...] = (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            st.st_rdev,
+            st.st_nlink,
+            content,
+            xattrs_of(path),
+        )
+        if times:
+            fields += (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        result[str(path.relative_to(root))] = fields
+    return result
+
+
+# ---------------------------------------------------------------------------
+# What each kind of entry becomes
+
+
+def test_regular_file_keeps_owner_mode_mtime_and_xattrs(dest: Path) -> None:
+    binary = b"\x01\x00\xff\xfe-not-utf8"
+    layer = (
+        TarBuilder()
+        .file(
+            "bin/tool",
+            b"#!/bin/sh\necho hi\n",
+            mode=0o4755,
+            uid=1234,
+            gid=5678,
+            xattrs={"user.comment": b"hello", "trusted.blob": binary},
+            pax={"mtime": "1600000000.123456789"},
+        )
+        .bytes()
+    )
+    stats = apply(layer, dest)
+    st = os.lstat(dest / "bin/tool")
+    assert stat.S_ISREG(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o4755  # setuid survives the chown
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+    assert (dest / "bin/tool").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert xattrs_of(dest / "bin/tool") == {"trusted.blob": binary, "user.comment": b"hello"}
+    assert stats == LayerStats(size=18, entries=1)
+
+
+def test_setgid_and_sticky_bits_are_kept(dest: Path) -> None:
+    apply(TarBuilder().dir("tmp", mode=0o1777).file("sgid", b"x", mode=0o2711, gid=50).bytes(), dest)
+    assert stat.S_IMODE(os.lstat(dest / "tmp").st_mode) == 0o1777
+    st = os.lstat(dest / "sgid")
+    assert stat.S_IMODE(st.st_mode) == 0o2711 and st.st_gid == 50
+
+
+def test_names_are_never_resolved_to_users(dest: Path) -> None:
+    info = tarfile.TarInfo("f")
+    info.uid, info.gid, info.uname, info.gname = 4321, 8765, "root", "root"
+    apply(TarBuilder().entry(info, b"").bytes(), dest)
+    st = os.lstat(dest / "f")
+    assert (st.st_uid, st.st_gid) == (4321, 8765)
+
+
+def test_directory_mtime_is_set_after_its_children(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .dir("a", mode=0o750, uid=7, gid=8, mtime=1_000_000_000, xattrs={"user.d": b"1"})
+        .dir("a/b", mtime=1_100_000_000)
+        .file("a/b/c", b"data", mtime=1_200_000_000)
+        .file("a/d", b"more")
+        .symlink("a/e", "d")
+        .bytes()
+    )
+    apply(layer, dest)
+    st = os.lstat(dest / "a")
+    assert st.st_mtime_ns == 1_000_000_000 * 10**9
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 7, 8)
+    assert xattrs_of(dest / "a") == {"user.d": b"1"}
+    assert os.lstat(dest / "a/b").st_mtime_ns == 1_100_000_000 * 10**9
+    assert os.lstat(dest / "a/b/c").st_mtime_ns == 1_200_000_000 * 10**9
+
+
+def test_symlink_may_point_anywhere_and_keeps_its_own_metadata(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .symlink("abs", "/etc/passwd", uid=3, gid=4, mtime=1_234_567_890, xattrs={"trusted.s": b"v"})
+        .symlink("up", "../../../../etc")
+        .bytes()
+    )
+    apply(layer, dest)
+    st = os.lstat(dest / "abs")
+    assert stat.S_ISLNK(st.st_mode)
+    assert os.readlink(dest / "abs") == "/etc/passwd"
+    assert os.readlink(dest / "up") == "../../../../etc"
+    assert (st.st_uid, st.st_gid) == (3, 4)
+    assert st.st_mtime_ns == 1_234_567_890 * 10**9
+    assert xattrs_of(dest / "abs") == {"trusted.s": b"v"}
+
+
+def test_hardlink_shares_the_inode(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .file("usr/bin/a", b"binary", mode=0o755, uid=9)
+        .hardlink("usr/bin/b", "usr/bin/a", mode=0o755, uid=9)
+        .hardlink("./c", "./usr/bin/a", mode=0o755, uid=9)
+        .bytes()
+    )
+    stats = apply(layer, dest)
+    a, b, c = (os.lstat(dest / name) for name in ("usr/bin/a", "usr/bin/b", "c"))
+    assert a.st_ino == b.st_ino == c.st_ino
+    assert a.st_nlink == 3
+    assert stats.size == len(b"binary")
+    assert stats.entries == 3
+
+
+def test_hardlink_to_a_symlink_stays_a_symlink(dest: Path) -> None:
+    apply(TarBuilder().symlink("s", "/nowhere").hardlink("t", "s").bytes(), dest)
+    s, t = os.lstat(dest / "s"), os.lstat(dest / "t")
+    assert stat.S_ISLNK(t.st_mode) and s.st_ino == t.st_ino
+    assert os.readlink(dest / "t") == "/nowhere"
+
+
+def test_hardlink_header_does_not_strip_the_shared_inodes_xattrs(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .file("f", b"x", mode=0o4755, uid=5, xattrs={"trusted.cap": b"\x01"})
+        .hardlink("g", "f", mode=0o4755, uid=5)
+        .bytes()
+    )
+    apply(layer, dest)
+    st = os.lstat(dest / "g")
+    assert stat.S_IMODE(st.st_mode) == 0o4755
+    assert xattrs_of(dest / "g") == {"trusted.cap": b"\x01"}
+
+
+def test_devices_and_fifos(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .device("dev/null", tarfile.CHRTYPE, 1, 3, mode=0o666, uid=2, gid=3, mtime=1_111_111_111)
+        .device("dev/loop0", tarfile.BLKTYPE, 7, 0, mode=0o660, gid=6)
+        .fifo("run/pipe", mode=0o620)
+        .bytes()
+    )
+    apply(layer, dest)
+    null = os.lstat(dest / "dev/null")
+    assert stat.S_ISCHR(null.st_mode) and os.major(null.st_rdev) == 1 and os.minor(null.st_rdev) == 3
+    assert (stat.S_IMODE(null.st_mode), null.st_uid, null.st_gid) == (0o666, 2, 3)
+    assert null.st_mtime_ns == 1_111_111_111 * 10**9
+    loop = os.lstat(dest / "dev/loop0")
+    assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    assert stat.S_IMODE(loop.st_mode) == 0o660 and loop.st_gid == 6
+    pipe = os.lstat(dest / "run/pipe")
+    assert stat.S_ISFIFO(pipe.st_mode) and stat.S_IMODE(pipe.st_mode) == 0o620
+
+
+def test_whiteout_becomes_a_0_0_character_device(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .whiteout("gone")
+        .dir("etc")
+        .file("etc/old.conf", b"replaced by the whiteout below")
+        .whiteout("etc/old.conf")
+        .whiteout("deep/er/dir")
+        .bytes()
+    )
+    stats = apply(layer, dest)
+    for name in ("gone", "etc/old.conf", "deep/er/dir"):
+        st = os.lstat(dest / name)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, name
+    assert not (dest / ".wh.gone").exists()
+    assert sorted(os.listdir(dest / "etc")) == ["old.conf"]
+    assert stat.S_IMODE(os.lstat(dest / "deep").st_mode) == 0o755
+    assert stats.entries == 5
+
+
+def test_whiteout_replaces_a_directory_the_layer_made(dest: Path) -> None:
+    apply(TarBuilder().dir("d").file("d/f", b"x").whiteout("d").bytes(), dest)
+    st = os.lstat(dest / "d")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def test_opaque_marker_sets_the_overlay_xattr(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .dir("var/cache", mode=0o700)
+        .opaque("var/cache")
+        .file("var/cache/new", b"n")
+        .opaque("missing/dir")
+        .bytes()
+    )
+    apply(layer, dest)
+    assert os.getxattr(dest / "var/cache", "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(dest / "missing/dir", "trusted.overlay.opaque") == b"y"
+    assert sorted(os.listdir(dest / "var/cache")) == ["new"]
+    assert stat.S_IMODE(os.lstat(dest / "var/cache").st_mode) == 0o700
+
+
+def test_aufs_metadata_is_ignored(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .dir(".wh..wh.plnk")
+        .file(".wh..wh.plnk/1234.5678", b"aufs hardlink store")
+        .file(".wh..wh.aufs")
+        .file("sub/.wh..wh.orph", b"")
+        .file("kept", b"k")
+        .bytes()
+    )
+    stats = apply(layer, dest)
+    assert sorted(os.listdir(dest)) == ["kept"]
+    assert stats.entries == 1
+
+
+def test_later_entries_replace_earlier_ones(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .file("f", b"first")
+        .file("f", b"second", mode=0o600)
+        .dir("d", mode=0o755)
+        .file("d/child", b"c")
+        .dir("d", mode=0o700, uid=11)  # directory over directory: metadata only
+        .dir("t")
+        .file("t/x", b"x")
+        .file("t", b"now a file")  # non-directory over a directory tree
+        .file("n", b"file first")
+        .dir("n", mode=0o711)  # directory over a file
+        .symlink("l", "/somewhere")
+        .file("l", b"file over symlink")
+        .bytes()
+    )
+    apply(layer, dest)
+    assert (dest / "f").read_bytes() == b"second"
+    assert stat.S_IMODE(os.lstat(dest / "f").st_mode) == 0o600
+    assert (dest / "d/child").read_bytes() == b"c"
+    d = os.lstat(dest / "d")
+    assert (stat.S_IMODE(d.st_mode), d.st_uid) == (0o700, 11)
+    assert (dest / "t").read_bytes() == b"now a file"
+    n = os.lstat(dest / "n")
+    assert stat.S_ISDIR(n.st_mode) and stat.S_IMODE(n.st_mode) == 0o711
+    assert stat.S_ISREG(os.lstat(dest / "l").st_mode)
+
+
+def test_an_entry_may_replace_a_path_after_its_tree_was_replaced(dest: Path) -> None:
+    layer = TarBuilder().dir("a").dir("a/b").file("a/b/c").file("a", b"f").dir("a").file("a/b/c", b"new")
+    apply(layer.bytes(), dest)
+    assert (dest / "a/b/c").read_bytes() == b"new"
+
+
+def test_missing_parents_are_created_root_owned_0755(dest: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        apply(TarBuilder().file("a/b/c.txt", b"x", uid=5).bytes(), dest)
+    finally:
+        os.umask(old)
+    for name in ("a", "a/b"):
+        st = os.lstat(dest / name)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+        assert (st.st_uid, st.st_gid) == (0, 0)
+    assert os.lstat(dest / "a/b/c.txt").st_uid == 5
+
+
+def test_dot_slash_prefix_and_root_entry(dest: Path) -> None:
+    layer = (
+        TarBuilder()
+        .dir("./", mode=0o751, uid=1, gid=2, mtime=1_000_000_001)
+        .dir("./etc/", mode=0o755)
+        .file("./etc/hosts", b"127.0.0.1 localhost\n")
+        .file(".//etc//./motd", b"hi")
+        .bytes()
+    )
+    apply(layer, dest)
+    assert (dest / "etc/hosts").read_bytes() == b"127.0.0.1 localhost\n"
+    assert (dest / "etc/motd").read_bytes() == b"hi"
+    st = os.lstat(dest)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o751, 1, 2)
+    assert st.st_mtime_ns == 1_000_000_001 * 10**9
+
+
+def test_large_file_and_stream_drained_to_the_end(dest: Path) -> None:
+    big = os.urandom(3 << 20) + b"tail"
+    data = TarBuilder().file("big", big).file("small", b"s").bytes() + b"\0" * 4096
+    stream = NonSeekable(data)
+    stats = apply_layer(stream, dest)  # type: ignore[arg-type]
+    assert (dest / "big").read_bytes() == big
+    assert stream.consumed == len(data)
+    assert stats.size == len(big) + 1
+
+
+def test_through_a_decompressing_stream_the_digest_covers_everything(dest: Path) -> None:
+    data = TarBuilder().file("big", os.urandom(2 << 20)).dir("d").file("d/x", b"x").bytes()
+    blob = io.BytesIO()
+    with compress_writer(blob, Compression.GZIP) as writer:
+        writer.write(data)
+    stream, compression = open_decompressed(NonSeekable(blob.getvalue()))  # type: ignore[arg-type]
+    assert compression is Compression.GZIP
+
+    class Hashing:
+        def __init__(self) -> None:
+            self.hash = hashlib.sha256()
+
+        def read(self, n: int = -1) -> bytes:
+            chunk = stream.read(n)
+            self.hash.update(chunk)
+            return chunk
+
+    hashing = Hashing()
+    apply_layer(hashing, dest)  # type: ignore[arg-type]
+    assert hashing.hash.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (dest / "d/x").read_bytes() == b"x"
+
+
+def test_empty_streams_are_empty_layers(dest: Path, shm_path: Path) -> None:
+    assert apply(b"", dest) == LayerStats(size=0, entries=0)
+    other = shm_path / "zeros"
+    other.mkdir()
+    assert apply(b"\0" * 1024, other) == LayerStats(size=0, entries=0)
+    assert os.listdir(dest) == [] and os.listdir(other) == []
+
+
+def test_pax_global_headers_are_ignored(dest: Path) -> None:
+    layer = TarBuilder(pax_headers={"comment": "git archive", "path": "hijacked", "uid": "99"})
+    layer.file("real", b"r", uid=1, xattrs={"user.x": b"1"}).file("plain", b"p")
+    apply(layer.bytes(), dest)
+    assert sorted(os.listdir(dest)) == ["plain", "real"]
+    assert os.lstat(dest / "plain").st_uid == 0
+    assert os.lstat(dest / "real").st_uid == 1
+
+
+def test_a_gnu_tar_layer(dest: Path, shm_path: Path) -> None:
+    """A layer written by GNU tar (long names, ustar/gnu headers), if tar is installed."""
+    tar = shutil.which("tar")
+    if tar is None:
+        pytest.skip("no tar")
+    src = shm_path / "src"
+    (src / ("long" * 40)).mkdir(parents=True)
+    (src / ("long" * 40) / "file").write_bytes(b"deep")
+    os.symlink("long" * 40, src / "link")
+    data = subprocess.run(
+        [tar, "-C", str(src), "--numeric-owner", "-cf", "-", "."], check=True, capture_output=True
+    ).stdout
+    apply(data, dest)
+    assert (dest / ("long" * 40) / "file").read_bytes() == b"deep"
+    assert os.readlink(dest / "link") == "long" * 40
+
+
+# ---------------------------------------------------------------------------
+# Hostile layers: refused, and nothing outside dest changes
+
+
+@pytest.fixture
+def sandbox(shm_path: Path) -> Path:
+    """shm/sandbox/outer/layer is dest; canaries sit beside it and above it."""
+    root = shm_path / "sandbox"
+    (root / "outer" / "layer").mkdir(parents=True)
+    (root / "canary.txt").write_bytes(b"top canary")
+    (root / "outer" / "canary.txt").write_bytes(b"outer canary")
+    (root / "canary_dir").mkdir()
+    (root / "canary_dir" / "inner").write_bytes(b"inner canary")
+    os.chmod(root / "canary_dir", 0o755)
+    return root
+
+
+def assert_refused(sandbox: Path, layer: bytes, message: str) -> None:
+    dest = sandbox / "outer" / "layer"
+    before = snapshot(sandbox, skip=dest)
+    with pytest.raises(InvalidArgument) as caught:
+        apply(layer, dest)
+    assert message in str(caught.value)
+    assert snapshot(sandbox, skip=dest) == before
+
+
+def test_refuses_dotdot(sandbox: Path) -> None:
+    assert_refused(
+        sandbox,
+        TarBuilder().file("../canary.txt", b"pwned").bytes(),
+        'invalid layer: entry "../canary.txt" escapes the layer',
+    )
+
+
+def test_refuses_dotdot_in_the_middle(sandbox: Path) -> None:
+    assert_refused(
+        sandbox,
+        TarBuilder().dir("a").file("a/../../canary.txt", b"pwned").bytes(),
+        'entry "a/../../canary.txt" escapes the layer',
+    )
+
+
+def test_refuses_absolute_names(sandbox: Path) -> None:
+    target = str(sandbox / "outer" / "canary.txt")
+    assert_refused(
+        sandbox, TarBuilder().file(target, b"pwned").bytes(), f'entry "{target}" is an absolute path'
+    )
+
+
+def test_refuses_writing_through_a_symlink_to_an_absolute_path(sandbox: Path) -> None:
+    layer = TarBuilder().symlink("evil", str(sandbox / "canary_dir")).file("evil/inner", b"pwned").bytes()
+    assert_refused(sandbox, layer, 'entry "evil/inner" would be written through symlink "evil"')
+
+
+def test_refuses_writing_through_a_symlink_to_dotdot(sandbox: Path) -> None:
+    layer = TarBuilder().symlink("evil", "../..").file("evil/canary.txt", b"pwned").bytes()
+    assert_refused(sandbox, layer, 'entry "evil/canary.txt" would be written through symlink "evil"')
+
+
+def test_refuses_writing_through_an_in_layer_symlink(sandbox: Path) -> None:
+    layer = TarBuilder().dir("usr/lib").symlink("lib", "usr/lib").file("lib/libc.so", b"x").bytes()
+    assert_refused(sandbox, layer, 'entry "lib/libc.so" would be written through symlink "lib"')
+
+
+def test_refuses_a_directory_through_a_nested_symlink(sandbox: Path) -> None:
+    layer = TarBuilder().dir("a").symlink("a/b", "/").dir("a/b/c/d").bytes()
+    assert_refused(sandbox, layer, 'entry "a/b/c/d" would be written through symlink "a/b"')
+
+
+def test_refuses_writing_under_a_file(sandbox: Path) -> None:
+    layer = TarBuilder().file("f", b"x").file("f/g", b"y").bytes()
+    assert_refused(sandbox, layer, 'entry "f/g" would be written under non-directory "f"')
+
+
+def test_refuses_hardlink_with_dotdot(sandbox: Path) -> None:
+    layer = TarBuilder().hardlink("h", "../canary.txt").bytes()
+    assert_refused(sandbox, layer, 'hardlink "h" target "../canary.txt" escapes the layer')
+
+
+def test_refuses_absolute_hardlink(sandbox: Path) -> None:
+    target = str(sandbox / "outer" / "canary.txt")
+    layer = TarBuilder().hardlink("h", target).bytes()
+    assert_refused(sandbox, layer, f'hardlink "h" target "{target}" is an absolute path')
+
+
+def test_refuses_hardlink_to_a_missing_file(sandbox: Path) -> None:
+    layer = TarBuilder().file("present", b"p").hardlink("h", "absent").bytes()
+    assert_refused(sandbox, layer, 'hardlink "h" target "absent" does not exist in the layer')
+
+
+def test_refuses_hardlink_through_a_symlink(sandbox: Path) -> None:
+    layer = TarBuilder().symlink("evil", str(sandbox / "outer")).hardlink("h", "evil/canary.txt").bytes()
+    assert_refused(sandbox, layer, 'hardlink "h" target "evil/canary.txt" lies through symlink "evil"')
+
+
+def test_refuses_hardlink_to_a_directory(sandbox: Path) -> None:
+    layer = TarBuilder().dir("d").hardlink("h", "d").bytes()
+    assert_refused(sandbox, layer, 'hardlink "h" target "d" is a directory')
+
+
+def test_refuses_hardlink_whose_target_the_entry_itself_removes(sandbox: Path) -> None:
+    layer = TarBuilder().dir("d").file("d/f", b"x").hardlink("d", "d/f").bytes()
+    assert_refused(sandbox, layer, 'hardlink "d" target "d/f" does not exist in the layer')
+
+
+def test_refuses_a_device_through_a_symlink(sandbox: Path) -> None:
+    layer = (
+        TarBuilder()
+        .symlink("evil", str(sandbox / "canary_dir"))
+        .device("evil/sda", tarfile.BLKTYPE, 8, 0)
+        .bytes()
+    )
+    assert_refused(sandbox, layer, 'entry "evil/sda" would be written through symlink "evil"')
+
+
+def test_refuses_a_whiteout_through_a_symlink(sandbox: Path) -> None:
+    layer = TarBuilder().symlink("evil", str(sandbox / "canary_dir")).whiteout("evil/inner").bytes()
+    assert_refused(sandbox, layer, 'entry "evil/.wh.inner" would be written through symlink "evil"')
+
+
+def test_refuses_an_opaque_marker_through_a_symlink(sandbox: Path) -> None:
+    layer = TarBuilder().symlink("evil", str(sandbox / "canary_dir")).opaque("evil").bytes()
+    assert_refused(sandbox, layer, 'entry "evil/.wh..wh..opq" would be written through symlink "evil"')
+
+
+def test_refuses_a_whiteout_of_dotdot(sandbox: Path) -> None:
+    assert_refused(sandbox, TarBuilder().file(".wh..", b"").bytes(), 'entry ".wh.." is not a valid whiteout')
+
+
+def test_refuses_unsupported_entry_types(sandbox: Path) -> None:
+    info = tarfile.TarInfo("contiguous")
+    info.type = tarfile.CONTTYPE
+    assert_refused(sandbox, TarBuilder().entry(info, b"").bytes(), 'entry "contiguous" has unsupported type')
+
+
+def test_refuses_nul_in_names(sandbox: Path) -> None:
+    layer = TarBuilder().file("safe", b"", pax={"path": "a\x00/../../canary.txt"}).bytes()
+    assert_refused(sandbox, layer, "contains a NUL byte")
+
+
+def test_refuses_an_empty_name(sandbox: Path) -> None:
+    assert_refused(sandbox, TarBuilder().file("", b"x").bytes(), "has an empty name")
+
+
+def test_ignores_overlay_xattrs_from_the_tar(sandbox: Path) -> None:
+    dest = sandbox / "outer" / "layer"
+    layer = (
+        TarBuilder()
+        .dir(
+            "d",
+            xattrs={
+                "trusted.overlay.redirect": b"/etc",
+                "trusted.overlay.opaque": b"y",
+                "user.overlay.origin": b"x",
+                "user.kept": b"k",
+            },
+        )
+        .file("f", b"", xattrs={"trusted.overlay.metacopy": b""})
+        .bytes()
+    )
+    before = snapshot(sandbox, skip=dest)
+    apply(layer, dest)
+    assert xattrs_of(dest / "d") == {"user.kept": b"k"}
+    assert xattrs_of(dest / "f") == {}
+    assert snapshot(sandbox, skip=dest) == before
+
+
+def test_refuses_a_truncated_tar(sandbox: Path) -> None:
+    data = TarBuilder().file("a", os.urandom(5000)).file("b", b"b").bytes()
+    assert_refused(sandbox, data[:3000], 'invalid layer: entry "a" is truncated')
+
+
+def test_refuses_a_tar_cut_inside_a_header(sandbox: Path) -> None:
+    data = TarBuilder().file("a", b"x" * 512).file("b", b"b").bytes()
+    assert_refused(sandbox, data[: 1024 + 300], "invalid layer: bad tar header")
+
+
+def test_refuses_a_corrupt_header_after_the_first(sandbox: Path) -> None:
+    data = bytearray(TarBuilder().file("a", b"x" * 512).file("b", b"b").bytes())
+    data[1024 + 10] ^= 0xFF  # inside b's name: the checksum no longer matches
+    assert_refused(sandbox, bytes(data), "invalid layer: bad tar header at offset 1024")
+
+
+def test_refuses_a_corrupt_first_header(sandbox: Path) -> None:
+    assert_refused(sandbox, b"not a tar at all" * 64, "invalid layer")
+
+
+def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
+    mountpoint = shm_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (mountpoint / "layer").mkdir()
+        with pytest.raises(StorageError, match="no space left on device"):
+            apply(TarBuilder().file("big", b"x" * (1 << 20)).bytes(), mountpoint / "layer")
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_refuses_a_non_empty_destination(dest: Path) -> None:
+    (dest / "existing").write_bytes(b"")
+    with pytest.raises(StorageError, match="not empty"):
+        apply(TarBuilder().file("x").bytes(), dest)
+
+
+# ---------------------------------------------------------------------------
+# write_layer
+
+
+def make_tree(root: Path) -> None:
+    """A tree with every kind of entry an overlay upper directory can hold."""
+    root.mkdir()
+    (root / "etc").mkdir(mode=0o755)
+    (root / "etc/passwd").write_bytes(b"root:x:0:0::/root:/bin/sh\n")
+    os.chown(root / "etc/passwd", 0, 42)
+    (root / "bin").mkdir()
+    (root / "bin/su").write_bytes(os.urandom(70_000))
+    os.chown(root / "bin/su", 0, 0)
+    os.chmod(root / "bin/su", 0o4755)
+    os.setxattr(root / "bin/su", "trusted.cap", b"\x00\x01\xff")
+    os.setxattr(root / "bin/su", "user.note", "ünïcode".encode())
+    os.link(root / "bin/su", root / "bin/su-again")
+    os.symlink("/bin/su", root / "bin/abs-link")
+    os.symlink("x" * 150, root / "bin/long-target")
+    os.link(root / "bin/abs-link", root / "bin/linked-symlink", follow_symlinks=False)
+    (root / "dev").mkdir()
+    os.mknod(root / "dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "dev/sda", stat.S_IFBLK | 0o660, os.makedev(8, 0))
+    os.mkfifo(root / "dev/fifo", 0o600)
+    os.chown(root / "dev/fifo", 1000, 1000)
+    os.mknod(root / "deleted", stat.S_IFCHR, 0)  # an overlayfs whiteout
+    os.mknod(root / "etc/deleted.conf", stat.S_IFCHR, 0)
+    (root / "var/cache").mkdir(parents=True)
+    os.setxattr(root / "var/cache", "trusted.overlay.opaque", b"y")
+    (root / "var/cache/fresh").write_bytes(b"f")
+    (root / "tmp").mkdir(mode=0o1777)
+    os.chmod(root / "tmp", 0o1777)
+    deep = root / ("d" * 120) / ("e" * 120)
+    deep.mkdir(parents=True)
+    (deep / "file").write_bytes(b"deep")
+    os.mkdir(os.fsencode(root) + b"/caf\xe9")  # not UTF-8
+    (root / "日本").write_bytes(b"unicode name")
+    (root / "empty").write_bytes(b"")
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        os.utime(path, ns=(MTIME * 10**9, (MTIME + len(path.parts)) * 10**9), follow_symlinks=False)
+    os.utime(root, ns=(MTIME * 10**9, MTIME * 10**9))
+
+
+def written(src: Path, **options: Any) -> bytes:
+    out = io.BytesIO()
+    write_layer(src, out, **options)
+    return out.getvalue()
+
+
+def test_round_trip_reproduces_the_tree(shm_path: Path) -> None:
+    src = shm_path / "src"
+    make_tree(src)
+    data = written(src)
+    dest = shm_path / "dest"
+    dest.mkdir()
+    apply(data, dest)
+
+    def comparable(root: Path) -> dict[str, tuple[Any, ...]]:
+        tree = snapshot(root, times=False)
+        del tree["."]  # the root is no entry of the layer
+        mtimes = {name: os.lstat(root / name).st_mtime_ns for name in tree}
+        return {name: (*fields, mtimes[name]) for name, fields in tree.items()}
+
+    assert comparable(dest) == comparable(src)
+    assert os.lstat(dest / "bin/su").st_ino == os.lstat(dest / "bin/su-again").st_ino
+    assert os.lstat(dest / "bin/abs-link").st_ino == os.lstat(dest / "bin/linked-symlink").st_ino
+
+
+def test_write_layer_is_deterministic_and_docker_shaped(shm_path: Path) -> None:
+    src = shm_path / "src"
+    make_tree(src)
+    first = written(src)
+    assert written(src) == first
+    with tarfile.open(
+        fileobj=io.BytesIO(first), mode="r:", encoding="utf-8", errors="surrogateescape"
+    ) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert not any(name.startswith(("./", "/")) for name in names)
+    assert all(m.uname == "" and m.gname == "" for m in members)
+    assert names.index("var/cache/.wh..wh..opq") == names.index("var/cache") + 1
+    assert "deleted" not in names and ".wh.deleted" in names
+    assert "etc/.wh.deleted.conf" in names
+    whiteout = members[names.index(".wh.deleted")]
+    assert whiteout.isreg() and whiteout.size == 0
+    cache = members[names.index("var/cache")]
+    assert not any(key.startswith("SCHILY.xattr.trusted.overlay.") for key in cache.pax_headers)
+    su = members[names.index("bin/su")]
+    assert su.pax_headers["SCHILY.xattr.trusted.cap"].encode("utf-8", "surrogateescape") == b"\x00\x01\xff"
+    again = members[names.index("bin/su-again")]
+    assert again.islnk() and again.linkname == "bin/su"
+    # directories precede their contents; each directory's names are sorted
+    assert names.index("bin") < names.index("bin/abs-link") < names.index("bin/su")
+    raw_dirs = [raw for raw in first.split(b"\0") if raw.endswith(b"/")]
+    assert b"etc/" in raw_dirs
+    dirs = [m for m in members if m.isdir()]
+    assert all(not m.name.endswith("/") for m in dirs)  # tarfile strips it on reading
+
+
+def test_write_layer_clamps_to_source_date_epoch(shm_path: Path) -> None:
+    src = shm_path / "src"
+    make_tree(src)
+    epoch = MTIME + 2
+    first = written(src, source_date_epoch=epoch)
+    for path in src.rglob("*"):  # everything touched later must not change the bytes
+        os.utime(path, ns=(0, (MTIME + 10_000) * 10**9 + 123), follow_symlinks=False)
+    second = written(src, source_date_epoch=epoch)
+    assert first == second
+    with tarfile.open(fileobj=io.BytesIO(first), mode="r:") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {epoch}
+
+
+def test_write_layer_keeps_older_mtimes_and_truncates_to_seconds(shm_path: Path) -> None:
+    src = shm_path / "src"
+    src.mkdir()
+    (src / "old").write_bytes(b"o")
+    (src / "new").write_bytes(b"n")
+    os.utime(src / "old", ns=(0, 1_000_000_000_999_999_999))
+    os.utime(src / "new", ns=(0, 3_000_000_000 * 10**9))
+    with tarfile.open(fileobj=io.BytesIO(written(src, source_date_epoch=2_000_000_000)), mode="r:") as tar:
+        mtimes = {m.name: m.mtime for m in tar.getmembers()}
+    assert mtimes == {"new": 2_000_000_000, "old": 1_000_000_000}
+
+
+def test_write_layer_does_not_close_out_and_skips_sockets(shm_path: Path) -> None:
+    import socket
+
+    src = shm_path / "src"
+    src.mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(src / "sock"))
+        (src / "f").write_bytes(b"f")
+        out = io.BytesIO()
+        write_layer(src, out)
+    assert not out.closed
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:") as tar:
+        assert tar.getnames() == ["f"]
