@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 from kapal.cli.client import Client, ConnectError, DaemonError
 
@@ -49,7 +51,7 @@ class Context:
         return self._client
 
 
-Command = Callable[[Context, str, list[str]], int]
+Command = "Callable[[Context, str, list[str]], int]"
 
 
 def run(function: Command, prog: str, args: list[str], host: str | None) -> int:

@@ -134,11 +134,11 @@ def _quote_with(s: str, quote: str, ascii_only: bool) -> str:
         elif ch in _SIMPLE_ESCAPES:
             out.append(_SIMPLE_ESCAPES[ch])
         elif o < 0x20 or o == 0x7F:
-            out.append("\\x%02x" % o)
+            out.append(f"\\x{o:02x}")
         elif o < 0x10000:
-            out.append("\\u%04x" % o)
+            out.append(f"\\u{o:04x}")
         else:
-            out.append("\\U%08x" % o)
+            out.append(f"\\U{o:08x}")
     out.append(quote)
     return "".join(out)
 
@@ -189,7 +189,7 @@ def _shortest_digits(a: float) -> tuple[str, int]:
 def _e_form(digits: str, dp: int, echar: str) -> str:
     exp = dp - 1 if digits != "0" else 0
     mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return "%s%s%s%02d" % (mant, echar, "-" if exp < 0 else "+", abs(exp))
+    return f"{mant}{echar}{'-' if exp < 0 else '+'}{abs(exp):02d}"
 
 
 def _f_form(digits: str, dp: int) -> str:
@@ -217,7 +217,7 @@ def _format_float(f: float, verb: str, prec: int) -> str:
         mant, exp = math.frexp(a)
         if a == 0:
             return sign + "0p-1074"
-        return sign + "%dp%+d" % (int(mant * (1 << 53)), exp - 53)
+        return f"{sign}{int(mant * (1 << 53))}p{exp - 53:+d}"
     if prec >= 0:
         if lower == "g" and prec == 0:
             prec = 1
@@ -247,7 +247,7 @@ def _hex_float(a: float, prec: int, upper: bool) -> str:
         if prec >= 0:
             fp = (fp + "0" * prec)[:prec]
         mant = ip + ("." + fp if fp else "")
-    s = "0x%sp%s%02d" % (mant, "-" if exp < 0 else "+", abs(exp))
+    s = f"0x{mant}p{'-' if exp < 0 else '+'}{abs(exp):02d}"
     return s.upper() if upper else s
 
 
@@ -556,8 +556,8 @@ def go_sprintf(fmt: str, *args: object) -> str:
                 break
             i += 1
         good_argnum = True
-        argnum, i, after_index, ok = _arg_number(fmt, i, argnum, len(args))
-        reordered = reordered or after_index
+        argnum, i, after_index, ok, saw = _arg_number(fmt, i, argnum, len(args))
+        reordered = reordered or saw
         good_argnum = good_argnum and ok
         if i < end and fmt[i] == "*":
             i += 1
@@ -575,12 +575,12 @@ def go_sprintf(fmt: str, *args: object) -> str:
             fl.wid, i = _parse_num(fmt, i, end)
             if after_index and fl.wid is not None:
                 good_argnum = False
-        if i + 1 <= end and i < end and fmt[i] == ".":
+        if i < end and fmt[i] == ".":
             i += 1
             if after_index:
                 good_argnum = False
-            argnum, i, after_index, ok = _arg_number(fmt, i, argnum, len(args))
-            reordered = reordered or after_index
+            argnum, i, after_index, ok, saw = _arg_number(fmt, i, argnum, len(args))
+            reordered = reordered or saw
             good_argnum = good_argnum and ok
             if i < end and fmt[i] == "*":
                 i += 1
@@ -597,8 +597,8 @@ def go_sprintf(fmt: str, *args: object) -> str:
                 if fl.prec is None:
                     fl.prec = 0
         if not after_index:
-            argnum, i, after_index, ok = _arg_number(fmt, i, argnum, len(args))
-            reordered = reordered or after_index
+            argnum, i, after_index, ok, saw = _arg_number(fmt, i, argnum, len(args))
+            reordered = reordered or saw
             good_argnum = good_argnum and ok
         if i >= end:
             out.append("%!(NOVERB)")
@@ -631,20 +631,22 @@ def go_sprintf(fmt: str, *args: object) -> str:
     return "".join(out)
 
 
-def _arg_number(fmt: str, i: int, argnum: int, numargs: int) -> tuple[int, int, bool, bool]:
-    # An explicit "[n]" argument index.
+def _arg_number(fmt: str, i: int, argnum: int, numargs: int) -> tuple[int, int, bool, bool, bool]:
+    """An explicit ``[n]`` argument index: (argnum, i, found, ok, saw_bracket)."""
     if i >= len(fmt) or fmt[i] != "[":
-        return argnum, i, False, True
+        return argnum, i, False, True, False
+    if len(fmt) - i < 3:
+        return argnum, i + 1, False, False, True
     close = fmt.find("]", i + 1)
     if close < 0:
-        return argnum, i + 1, False, False
+        return argnum, i + 1, False, False, True
     text = fmt[i + 1 : close]
-    if not text.isdigit() or not text.isascii():
-        return argnum, close + 1, True, False
+    if not text or not text.isascii() or not text.isdigit():
+        return argnum, close + 1, False, False, True
     n = int(text) - 1
-    if 0 <= n <= numargs:
-        return n, close + 1, True, True
-    return argnum, close + 1, True, False
+    if 0 <= n < numargs:
+        return n, close + 1, True, True, True
+    return argnum, close + 1, True, False, True
 
 
 # ==========================================================================
@@ -673,9 +675,9 @@ def _json_string(s: str) -> str:
         elif ch == "\\":
             out.append("\\\\")
         elif o < 0x20:
-            out.append(_JSON_ESCAPES.get(ch) or "\\u%04x" % o)
+            out.append(_JSON_ESCAPES.get(ch) or f"\\u{o:04x}")
         elif ch in "\u2028\u2029":
-            out.append("\\u%04x" % o)
+            out.append(f"\\u{o:04x}")
         elif 0xD800 <= o <= 0xDFFF:
             out.append("\\ufffd")
         else:
@@ -710,7 +712,7 @@ def _json(v: object, depth: int = 0) -> str:
         return "[" + ",".join(_json(e, depth + 1) for e in v) + "]"
     if _is_mapping(v):
         parts = []
-        for k in v.keys():  # type: ignore[attr-defined]
+        for k in v:  # type: ignore[attr-defined]
             key = k if isinstance(k, str) else go_str(k)
             parts.append(_json_string(key) + ":" + _json(v[k], depth + 1))  # type: ignore[index]
         return "{" + ",".join(parts) + "}"
@@ -785,7 +787,7 @@ def _is_alnum(r: str) -> bool:
 
 def _fmt_U(r: str) -> str:
     # %#U
-    s = "U+%04X" % ord(r)
+    s = f"U+{ord(r):04X}"
     if _is_printable(r):
         s += " '" + r + "'"
     return s
@@ -858,7 +860,7 @@ class _Lexer:
 
     def has_right_trim(self, i: int) -> bool:
         s = self.input
-        return 0 <= i and i + 1 < len(s) and s[i] in _SPACE_CHARS and s[i + 1] == "-"
+        return i >= 0 and i + 1 < len(s) and s[i] in _SPACE_CHARS and s[i + 1] == "-"
 
     def at_right_delim(self) -> tuple[bool, bool]:
         if self.has_right_trim(self.pos) and self.input.startswith("}}", self.pos + 2):
@@ -1300,7 +1302,7 @@ class _TextNode(_Node):
         self.text = text
 
     def __str__(self) -> str:
-        return go_sprintf("%q", self.text)
+        return self.text
 
 
 class _ListNode(_Node):
@@ -1607,10 +1609,12 @@ class _Parser:
                 return t
 
     def peek_non_space(self) -> _Tok:
-        t = self.next_non_space()
-        if t.typ != "eof" or self.i <= len(self.toks):
-            self.i -= 1 if self.i <= len(self.toks) and self.toks[self.i - 1] is t else 0
-        return t
+        # Like Go: the spaces are consumed, the token itself is not.
+        while True:
+            t = self.peek()
+            if t.typ != "space":
+                return t
+            self.next()
 
     # --- errors
     def errorf(self, msg: str) -> None:
@@ -2029,8 +2033,15 @@ def _basic_kind(v: object) -> str | None:
     return None
 
 
-def _comparable(v: object) -> bool:
-    return not isinstance(v, (list, tuple, dict, bytearray)) and not _is_mapping(v)
+def _kind(v: object) -> str:
+    # reflect.Kind as far as eq cares: slices, maps, anything else struct-like.
+    if v is _MISSING:
+        return "invalid"
+    if isinstance(v, (list, tuple, bytes, bytearray)):
+        return "slice"
+    if _is_mapping(v):
+        return "map"
+    return "struct"
 
 
 def _f_eq(arg1: object, *arg2: object) -> bool:
@@ -2048,21 +2059,16 @@ def _f_eq(arg1: object, *arg2: object) -> bool:
         elif k1 is not None:
             truth = arg1 == arg
         else:
-            nil1, nil2 = arg1 is _MISSING, arg is _MISSING
-            if not nil1 and not nil2 and type(arg1) is not type(arg) and not (
-                _is_mapping(arg1) and _is_mapping(arg)
-            ):
-                if not (isinstance(arg1, (list, tuple)) and isinstance(arg, (list, tuple))):
-                    raise _FuncError(
-                        "non-comparable types "
-                        + go_sprintf("%s: %v, %s: %v", arg1, _go_type(arg1), _go_type(arg), arg)
-                    )
-            if nil1 or nil2:
-                truth = nil1 == nil2
+            kind1, kind2 = _kind(arg1), _kind(arg)
+            if kind1 != kind2 and "invalid" not in (kind1, kind2):
+                detail = go_sprintf("%s: %v, %s: %v", arg1, _go_type(arg1), _go_type(arg), arg)
+                raise _FuncError("non-comparable types " + detail)
+            if arg1 is _MISSING or arg is _MISSING:
+                truth = arg1 is arg
             else:
-                if not _comparable(arg):
+                if kind2 in ("slice", "map"):
                     raise _FuncError("non-comparable type " + go_sprintf("%s: %v", arg, _go_type(arg)))
-                truth = arg1 == arg
+                truth = type(arg1) is type(arg) and arg1 == arg
         if truth:
             return True
     return False
@@ -2145,12 +2151,14 @@ def _f_index(item: object, *indexes: object) -> object:
                 raise _FuncError("reflect: slice index out of range")
             item = item[x]
         elif _is_mapping(item):
-            key = "" if index is _MISSING else index
+            if index is _MISSING:
+                raise _FuncError("value is nil; should be of type string")
+            key = index
             if not isinstance(key, str):
                 raise _FuncError(f"value has type {_go_type(key)}; should be string")
             try:
-                item = item[key] if key in item else None  # type: ignore[index,operator]
-            except TypeError:
+                item = item.get(key)  # type: ignore[attr-defined]
+            except (TypeError, AttributeError):
                 item = None
         else:
             raise _FuncError("can't index item of type " + _go_type(item))
@@ -2214,11 +2222,11 @@ def _f_js(*args: object) -> str:
         if c in table:
             out.append(table[c])
         elif o < 0x20:
-            out.append("\\u00%02X" % o)
+            out.append(f"\\u00{o:02X}")
         elif o < 0x80 or _is_printable(c):
             out.append(c)
         else:
-            out.append("\\u%04X" % o)
+            out.append(f"\\u{o:04X}")
     return "".join(out)
 
 
@@ -2232,7 +2240,7 @@ def _f_urlquery(*args: object) -> str:
         elif c == " ":
             out.append("+")
         else:
-            out.append("%%%02X" % b)
+            out.append(f"%{b:02X}")
     return "".join(out)
 
 
@@ -2398,7 +2406,13 @@ _BREAK = 1
 _CONTINUE = 2
 _MAX_EXEC_DEPTH = 100
 
-_KIND_NAMES = {"str": "string", "int": "int", "strs": "[]string", "any": "interface {}", "value": "reflect.Value"}
+_KIND_NAMES = {
+    "str": "string",
+    "int": "int",
+    "strs": "[]string",
+    "any": "interface {}",
+    "value": "reflect.Value",
+}
 
 
 class _ExecError(Exception):
@@ -2504,7 +2518,7 @@ class _State:
                 return sig
 
             items: list[tuple[object, object]] | None = None
-            if isinstance(val, (list, tuple)):
+            if isinstance(val, (list, tuple, bytes, bytearray)):
                 items = list(enumerate(val))
             elif _is_mapping(val):
                 items = _sorted_items(val)
@@ -2611,13 +2625,21 @@ class _State:
         self.node = field
         return self.eval_field_chain(dot, dot, field, field.idents, args, final)
 
-    def eval_chain_node(self, dot: object, chain: _ChainNode, args: list[_Node] | None, final: object) -> object:
+    def eval_chain_node(
+        self, dot: object, chain: _ChainNode, args: list[_Node] | None, final: object
+    ) -> object:
         self.node = chain
         if isinstance(chain.node, _NilNode):
             self.errorf(f"indirection through explicit nil in {chain}")
-        pipe = self.eval_arg(dot, "any", chain.node)
-        if pipe is None:
-            pipe = _MISSING
+        # Only a parenthesised pipeline or a function call can head a chain.
+        node = chain.node
+        self.node = node
+        if isinstance(node, _PipeNode):
+            pipe = self.eval_pipeline(dot, node)
+        elif isinstance(node, _IdentifierNode):
+            pipe = self.eval_function(dot, node, node, None, _NOFINAL)
+        else:
+            pipe = self.eval_arg(dot, "value", node)
         return self.eval_field_chain(dot, pipe, chain, chain.fields, args, final)
 
     def eval_variable_node(

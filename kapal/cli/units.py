@@ -63,7 +63,7 @@ def _go_g(value: float, precision: int) -> str:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return "%.*g" % (precision, value)
+    return f"{value:.{precision}g}"
 
 
 def human_size_with_precision(size: float, precision: int) -> str:

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -188,13 +189,60 @@ class _ForwardReader:
                 pass
 
 
-class _LayerTarInfo(tarfile.TarInfo):
-    """TarInfo that treats a corrupt header as an error, not as the end.
+# name, mode, uid, gid, size, mtime, chksum, type, linkname, magic+version,
+# uname, gname, devmajor, devminor, prefix: the ustar header up to byte 500.
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s")
 
-    tarfile stops silently at a bad checksum or a half header after the
-    first member; Docker (Go's archive/tar) fails. A layer that silently
-    loses its tail would unpack "successfully" to the wrong content.
+
+def _octal(field: bytes) -> int:
+    """A plain octal tar number; ValueError for anything else (base-256, junk)."""
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+class _LayerTarInfo(tarfile.TarInfo):
+    """TarInfo that parses common headers fast and treats corrupt ones as errors.
+
+    Parsing a header in tarfile costs more than creating the file it
+    describes; :meth:`frombuf` handles the plain case (octal numbers, no
+    old-GNU sparse map) with one struct unpack and defers everything else to
+    tarfile, so the result is the same TarInfo either way.
+
+    And tarfile stops silently at a bad checksum or a half header after the
+    first member, where Docker (Go's archive/tar) fails: a layer that loses
+    its tail would unpack "successfully" to the wrong content.
     """
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        if len(buf) != tarfile.BLOCKSIZE or not buf[0] or buf[156:157] == tarfile.GNUTYPE_SPARSE:
+            return super().frombuf(buf, encoding, errors)
+        (name, mode, uid, gid, size, mtime, chksum, kind, linkname, _, uname, gname, major, minor, prefix) = (
+            _USTAR.unpack_from(buf)
+        )
+        try:
+            checksum = _octal(chksum)
+            numbers = [_octal(field) for field in (mode, uid, gid, size, mtime, major, minor)]
+        except ValueError:
+            return super().frombuf(buf, encoding, errors)
+        if checksum != 256 + sum(buf) - sum(chksum):  # signed-char tars, corruption: tarfile decides
+            return super().frombuf(buf, encoding, errors)
+        info = cls()
+        info.name = name.split(b"\0", 1)[0].decode(encoding, errors)
+        info.mode, info.uid, info.gid, info.size, info.mtime, info.devmajor, info.devminor = numbers
+        info.chksum = checksum
+        info.type = kind
+        info.linkname = linkname.split(b"\0", 1)[0].decode(encoding, errors)
+        info.uname = uname.split(b"\0", 1)[0].decode(encoding, errors)
+        info.gname = gname.split(b"\0", 1)[0].decode(encoding, errors)
+        # The same normalisations as tarfile's frombuf, in the same order.
+        if kind == tarfile.AREGTYPE and info.name.endswith("/"):
+            info.type = tarfile.DIRTYPE
+        if info.isdir():
+            info.name = info.name.rstrip("/")
+        prefix_text = prefix.split(b"\0", 1)[0].decode(encoding, errors)
+        if prefix_text and info.type not in tarfile.GNU_TYPES:
+            info.name = prefix_text + "/" + info.name
+        return info
 
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]

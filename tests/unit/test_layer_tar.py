@@ -854,3 +854,89 @@ def test_write_layer_does_not_close_out_and_skips_sockets(shm_path: Path) -> Non
     assert not out.closed
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:") as tar:
         assert tar.getnames() == ["f"]
+
+
+# ---------------------------------------------------------------------------
+# The fast header parser must agree with tarfile's
+
+
+def header_fields(parse: Any, block: bytes) -> tuple[Any, ...]:
+    try:
+        info = parse(block, "utf-8", "surrogateescape")
+    except Exception as error:  # noqa: BLE001 - the exception type is what is compared
+        return ("error", type(error))
+    return tuple(
+        getattr(info, field)
+        for field in (
+            "name", "mode", "uid", "gid", "size", "mtime", "chksum", "type",
+            "linkname", "uname", "gname", "devmajor", "devminor",
+        )
+    ) + (getattr(info, "_sparse_structs", None),)  # fmt: skip
+
+
+def test_fast_header_parsing_matches_tarfile(shm_path: Path) -> None:
+    from kapal.image.layer_tar import _LayerTarInfo
+
+    archives = []
+    for tar_format in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        builder = TarBuilder(format=tar_format)
+        builder.dir("dir/", mode=0o2755).file("dir/" + "n" * 99, b"x" * 700, uid=2**20, gid=7)
+        builder.file("p" * 80 + "/" + "q" * 80, b"ustar prefix").symlink("s", "t" * 90)
+        builder.device("dev/c", tarfile.CHRTYPE, 4095, 2**19).fifo("fifo").file("ünï", b"u")
+        if tar_format != tarfile.USTAR_FORMAT:
+            builder.file("big-ids", b"", uid=2**30, gid=2**25, mtime=2**40)
+        archives.append(builder.bytes())
+    old_dir = TarBuilder(format=tarfile.GNU_FORMAT).file("v7dir/", b"").bytes()
+    archives.append(old_dir.replace(b"v7dir/", b"v7dir/", 1))
+    archives.append(os.urandom(512 * 64))
+    if shutil.which("tar"):
+        src = shm_path / "gnu"
+        (src / ("x" * 150)).mkdir(parents=True)
+        (src / "sparse").write_bytes(b"")
+        os.truncate(src / "sparse", 10 << 20)
+        with open(src / "sparse", "r+b") as f:
+            f.seek(5 << 20)
+            f.write(b"data in the middle")
+        for options in (["--format=gnu", "--sparse"], ["--format=posix", "--sparse"], ["--format=oldgnu"]):
+            archives.append(
+                subprocess.run(
+                    ["tar", *options, "-C", str(src), "-cf", "-", "."], check=True, capture_output=True
+                ).stdout
+            )
+    compared = 0
+    for archive in archives:
+        for start in range(0, len(archive) - 511, 512):
+            block = archive[start : start + 512]
+            assert header_fields(_LayerTarInfo.frombuf, block) == header_fields(
+                tarfile.TarInfo.frombuf, block
+            )
+            compared += 1
+    flipped = bytearray(archives[0][:512])
+    flipped[0] |= 0x80  # signed-checksum territory: the slow path must decide
+    assert header_fields(_LayerTarInfo.frombuf, bytes(flipped)) == header_fields(
+        tarfile.TarInfo.frombuf, bytes(flipped)
+    )
+    assert compared > 100
+
+
+def test_a_gnu_sparse_layer(dest: Path, shm_path: Path) -> None:
+    if shutil.which("tar") is None:
+        pytest.skip("no tar")
+    src = shm_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(3 << 20)
+        f.write(b"middle")
+    for tar_format in ("gnu", "posix"):
+        data = subprocess.run(
+            ["tar", f"--format={tar_format}", "--sparse", "-C", str(src), "-cf", "-", "sparse"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        target = dest / tar_format
+        target.mkdir()
+        apply(data, target)
+        content = (target / "sparse").read_bytes()
+        assert content == (src / "sparse").read_bytes()
+        assert os.stat(target / "sparse").st_blocks * 512 <= 1 << 20  # holes stay holes

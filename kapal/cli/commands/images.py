@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error
 from kapal.cli.units import human_size, time_ago
@@ -324,6 +326,8 @@ def save(ctx: Context, prog: str, args: list[str]) -> int:
             out.write(chunk)
         out.flush()
         return 0
+    import tempfile
+
     # Written beside the target and renamed: a failed save never leaves half a file under its name.
     directory = os.path.dirname(os.path.abspath(opts.output))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".kapal-save-")

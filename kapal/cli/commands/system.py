@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
+import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
 
 from kapal import __version__
 from kapal.cli.client import API_VERSION, ConnectError, DaemonError
@@ -14,8 +16,12 @@ from kapal.cli.common import CommandError, Context, output_rows, parser
 from kapal.cli.units import human_size
 
 
+def _python_version() -> str:
+    return "python%d.%d.%d" % sys.version_info[:3]
+
+
 def _os_arch() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine
     return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
@@ -27,7 +33,7 @@ def version(ctx: Context, prog: str, args: list[str]) -> int:
         "Version": __version__,
         "ApiVersion": API_VERSION,
         "DefaultAPIVersion": API_VERSION,
-        "GoVersion": f"python{platform.python_version()}",
+        "GoVersion": _python_version(),
         "GitCommit": "",
         "BuildTime": "",
         "Os": "linux",
@@ -148,6 +154,8 @@ def _bytes_size(n: float) -> str:
 
 def _event_time(time_nano: int) -> str:
     """jsonmessage.RFC3339NanoFixed in local time."""
+    import datetime
+
     seconds, nanos = divmod(time_nano, 1_000_000_000)
     moment = datetime.datetime.fromtimestamp(seconds).astimezone()
     offset = moment.strftime("%z")
@@ -159,6 +167,7 @@ def _parse_time_flag(value: str | None) -> str | None:
     """``--since``/``--until``: a Unix time, an RFC 3339 date, or a duration like ``10m``."""
     if not value:
         return None
+    import datetime
     import re
     import time
 

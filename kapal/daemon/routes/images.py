@@ -8,6 +8,7 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import re
 import time
@@ -108,14 +109,20 @@ def image_summaries(images: list[Image], request: web.Request, with_shared_size:
 IMAGE_FILTERS = {"dangling", "label", "before", "since", "reference", "until"}
 
 
-def _reference_matches(image: Image, patterns: list[str]) -> bool:
-    for pattern in patterns:
-        for name in image.tags + image.repo_digests:
-            short = familiar(name)
-            repo = short.split("@", 1)[0].rsplit(":", 1)[0] if "@" not in short else short.split("@", 1)[0]
-            if glob_match(pattern, short) or glob_match(pattern, repo) or glob_match(pattern, name):
-                return True
-    return False
+def _name_matches(name: str, patterns: list[str]) -> bool:
+    """Docker's FamiliarMatch: the pattern against ``repo:tag`` and against ``repo``."""
+    short = familiar(name)
+    repo = short.split("@", 1)[0] if "@" in short else short.rsplit(":", 1)[0]
+    return any(glob_match(p, short) or glob_match(p, repo) for p in patterns)
+
+
+def _only_matching_names(image: Image, patterns: list[str]) -> Image | None:
+    """With a reference filter Docker lists only the names that match (and drops the image if none do)."""
+    tags = [name for name in image.tags if _name_matches(name, patterns)]
+    repo_digests = [name for name in image.repo_digests if _name_matches(name, patterns)]
+    if not tags and not repo_digests:
+        return None
+    return dataclasses.replace(image, tags=tags, repo_digests=repo_digests)
 
 
 def filter_images(images: list[Image], filters: dict[str, list[str]], request: web.Request) -> list[Image]:
@@ -127,7 +134,8 @@ def filter_images(images: list[Image], filters: dict[str, list[str]], request: w
     if "label" in filters:
         images = [image for image in images if labels_match(image.labels, filters["label"])]
     if "reference" in filters:
-        images = [image for image in images if _reference_matches(image, filters["reference"])]
+        matching = (_only_matching_names(image, filters["reference"]) for image in images)
+        images = [image for image in matching if image is not None]
     for key, keep_older in (("before", True), ("since", False)):
         for name in filters.get(key, []):
             pivot = unix_time(engine.images.get(name).created)
