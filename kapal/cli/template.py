@@ -381,13 +381,14 @@ def _fmt_float(f: float, verb: str, fl: _Flags) -> str:
 def _fmt_complex(c: complex, verb: str, fl: _Flags) -> str:
     if verb not in "vbgGxXfFeE":
         return _bad_verb(verb, c, fl)
+    # Go applies width and precision to each part; the imaginary part is signed.
     inner = _Flags()
-    inner.sharp, inner.space, inner.zero = fl.sharp, fl.space, fl.zero
-    inner.plus, inner.prec = fl.plus, fl.prec
+    inner.sharp, inner.space, inner.zero, inner.minus = fl.sharp, fl.space, fl.zero, fl.minus
+    inner.plus, inner.prec, inner.wid = fl.plus, fl.prec, fl.wid
     re_part = _fmt_float(c.real, verb, inner)
     inner.plus = True
     im_part = _fmt_float(c.imag, verb, inner)
-    return _pad("(" + re_part + im_part + "i)", fl)
+    return "(" + re_part + im_part + "i)"
 
 
 def _fmt_string(s: str, verb: str, fl: _Flags) -> str:
@@ -612,9 +613,15 @@ def go_sprintf(fmt: str, *args: object) -> str:
         elif argnum >= len(args):
             out.append("%!" + verb + "(MISSING)")
         else:
+            sharp_v = False
             if verb == "v":
-                fl.plus = False  # %+v and %#v only change structs
+                sharp_v = fl.sharp  # %#v: Go syntax
+                fl.plus = False  # %+v only changes structs
                 fl.sharp = False
+            if sharp_v and isinstance(args[argnum], str):
+                out.append(_pad(go_quote(args[argnum]), fl))  # type: ignore[arg-type]
+                argnum += 1
+                continue
             if verb == "w":
                 out.append(_bad_verb(verb, args[argnum], fl))
             else:
@@ -2256,12 +2263,12 @@ def _f_printf(fmt: str, *args: object) -> str:
     return go_sprintf(fmt, *args)
 
 
-def _f_call(fn: object, *args: object) -> object:
+def _f_call(name: str, fn: object, *args: object) -> object:
     fn = _indirect_iface(fn)
     if fn is _MISSING:
         raise _FuncError("call of nil")
     if not callable(fn):
-        raise _FuncError("non-function of type " + _go_type(fn))
+        raise _FuncError(f"non-function {name} of type {_go_type(fn)}")
     return fn(*[None if a is _MISSING else a for a in args])
 
 
@@ -2524,6 +2531,8 @@ class _State:
                 items = _sorted_items(val)
             elif _is_int(val):
                 n: int = val  # type: ignore[assignment]
+                if ndecl > 1:
+                    self.errorf(f"can't use {n} to iterate over more than one variable")
                 if n < 0:
                     self.errorf("range can't iterate over a negative number")
                 items = [(i, i) for i in range(n)]
@@ -2661,9 +2670,13 @@ class _State:
         args: list[_Node] | None,
         final: object,
     ) -> object:
+        # Values fetched out of maps have Go's static type interface{}; the
+        # head of the chain has its concrete type (only error texts differ).
+        iface = False
         for name in idents[:-1]:
-            receiver = self.eval_field(dot, name, node, None, _NOFINAL, receiver)
-        return self.eval_field(dot, idents[-1], node, args, final, receiver)
+            receiver = self.eval_field(dot, name, node, None, _NOFINAL, receiver, iface)
+            iface = True
+        return self.eval_field(dot, idents[-1], node, args, final, receiver, iface)
 
     def eval_field(  # noqa: C901
         self,
@@ -2673,6 +2686,7 @@ class _State:
         args: list[_Node] | None,
         final: object,
         receiver: object,
+        iface: bool = False,
     ) -> object:
         if receiver is _MISSING:
             if self.missingkey == "error":
@@ -2700,7 +2714,8 @@ class _State:
                 return None
             return _MISSING
         if isinstance(receiver, (str, bytes, bytearray, int, float, complex, list, tuple)):
-            self.errorf(f"can't evaluate field {name} in type interface {{}}")
+            tname = "interface {}" if iface else _go_type(receiver)
+            self.errorf(f"can't evaluate field {name} in type {tname}")
         if name.startswith("_"):
             self.errorf(f"can't evaluate field {name} in type {type(receiver).__name__}")
         attr = getattr(receiver, name, _MISSING)
@@ -2778,6 +2793,8 @@ class _State:
             else:
                 kind = fn.variadic
             argv.append(self.validate(final, kind))
+        if name == "call":  # Go passes the callee's source text for its error message
+            argv.insert(0, str(argn[0]) if argn else go_str(final))
         try:
             return fn.impl(*argv)  # type: ignore[misc,operator]
         except _FuncError as e:

@@ -29,12 +29,16 @@ from kapal.errors import InvalidArgument
 # Large enough that per-call Python overhead vanishes next to the codec's work.
 CHUNK = 1 << 20
 
-# Enough bytes to tell every supported format apart (xz's magic is the longest).
-_PEEK = 6
+# Enough bytes to tell every supported format apart, bzip2's block magic included.
+_PEEK = 10
 
-_GZIP_MAGIC = b"\x1f\x8b"
+# Magic numbers are checked as far as each format fixes its first bytes, so a
+# plain tar whose first file happens to be called "BZh..." stays a tar.
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # deflate is gzip's only method
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _BZIP2_MAGIC = b"BZh"
+_BZIP2_LEVELS = b"123456789"
+_BZIP2_BLOCK_MAGICS = (b"1AY&SY", b"\x17rE8P\x90")  # first block, or end of an empty stream
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_FRAME = 0xFD2FB528
 # Skippable frames (0x184D2A50..0x184D2A5F) may lead a zstd stream (some tools
@@ -61,6 +65,8 @@ def detect(prefix: bytes) -> Compression:
 
     Anything unrecognised is taken as uncompressed: tar has no magic at
     offset 0, so "not a known codec" is the only evidence for plain tar.
+    Short prefixes (down to the codec's own magic) are judged on what they
+    show.
     """
     if prefix.startswith(_GZIP_MAGIC):
         return Compression.GZIP
@@ -72,7 +78,12 @@ def detect(prefix: bytes) -> Compression:
             return Compression.ZSTD
     if prefix.startswith(_XZ_MAGIC):
         return Compression.XZ
-    if prefix.startswith(_BZIP2_MAGIC):
+    if (
+        prefix.startswith(_BZIP2_MAGIC)
+        and prefix[3:4] != b""
+        and prefix[3:4] in _BZIP2_LEVELS
+        and (len(prefix) < 10 or prefix[4:10] in _BZIP2_BLOCK_MAGICS)
+    ):
         return Compression.BZIP2
     return Compression.NONE
 

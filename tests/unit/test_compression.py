@@ -84,6 +84,11 @@ def test_read_sizes_are_exact_and_readinto_fills(compression: Compression) -> No
         (b"\x50\x2a\x4d\x18\x04\x00", Compression.ZSTD),  # skippable frame
         (b"\x5f\x2a\x4d\x18\x04\x00", Compression.ZSTD),
         (b"BZh91AY&SY", Compression.BZIP2),
+        (b"BZh9", Compression.BZIP2),
+        (b"BZh9\x17rE8P\x90", Compression.BZIP2),  # an empty bzip2 stream
+        (b"BZh.txt\x00\x00\x00", Compression.NONE),  # a tar whose first file is BZh.txt
+        (b"BZh9notbzip", Compression.NONE),
+        (b"\x1f\x8b\x07", Compression.NONE),
         (b"\xfd7zXZ\x00\x00", Compression.XZ),
         (b"bin/\x00\x00\x00", Compression.NONE),
         (b"", Compression.NONE),
@@ -200,3 +205,8 @@ def test_media_type_suffix() -> None:
     assert media_type_suffix(Compression.ZSTD) == "+zstd"
     with pytest.raises(InvalidArgument):
         media_type_suffix(Compression.XZ)
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_empty_payload_round_trips(compression: Compression) -> None:
+    assert decoded(compressed(compression, b"")) == (b"", compression)

@@ -65,9 +65,8 @@ class TarBuilder:
 
     def __init__(self, **tar_options: Any) -> None:
         self._buffer = io.BytesIO()
-        self._tar = tarfile.open(  # noqa: SIM115 (closed by bytes())
-            fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT, **tar_options
-        )
+        tar_options.setdefault("format", tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(fileobj=self._buffer, mode="w", **tar_options)  # noqa: SIM115 (bytes() closes)
 
     def _info(
         self,
@@ -886,8 +885,9 @@ def test_fast_header_parsing_matches_tarfile(shm_path: Path) -> None:
         if tar_format != tarfile.USTAR_FORMAT:
             builder.file("big-ids", b"", uid=2**30, gid=2**25, mtime=2**40)
         archives.append(builder.bytes())
-    old_dir = TarBuilder(format=tarfile.GNU_FORMAT).file("v7dir/", b"").bytes()
-    archives.append(old_dir.replace(b"v7dir/", b"v7dir/", 1))
+    v7_dir = tarfile.TarInfo("v7dir/")  # V7 tar: a directory is a "regular file" ending in /
+    v7_dir.type = tarfile.AREGTYPE
+    archives.append(TarBuilder(format=tarfile.USTAR_FORMAT).entry(v7_dir).bytes())
     archives.append(os.urandom(512 * 64))
     if shutil.which("tar"):
         src = shm_path / "gnu"
