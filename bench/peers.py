@@ -69,9 +69,19 @@ class Kapald(Peer):
     def start(self) -> Kapald:
         log = open(self.base / "kapald.log", "ab")  # noqa: SIM115 - lives as long as the daemon
         self.process = subprocess.Popen(
-            [KAPALD, "-H", self.host, "--data-root", str(self.base / "data"), "--exec-root",
-             str(self.base / "exec"), "--config-file", str(self.base / "daemon.json")],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                KAPALD,
+                "-H",
+                self.host,
+                "--data-root",
+                str(self.base / "data"),
+                "--exec-root",
+                str(self.base / "exec"),
+                "--config-file",
+                str(self.base / "daemon.json"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         wait_for_socket(self.socket, self.process)
         return self
@@ -87,10 +97,24 @@ class Dockerd(Peer):
     def start(self) -> Dockerd:
         log = open(self.base / "dockerd.log", "ab")  # noqa: SIM115 - lives as long as the daemon
         self.process = subprocess.Popen(
-            ["dockerd", "-H", self.host, "--data-root", str(self.base / "data"), "--exec-root",
-             str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"), "--bridge=none",
-             "--iptables=false", "--ip6tables=false", "--config-file", str(self.base / "daemon.json")],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                "dockerd",
+                "-H",
+                self.host,
+                "--data-root",
+                str(self.base / "data"),
+                "--exec-root",
+                str(self.base / "exec"),
+                "--pidfile",
+                str(self.base / "dockerd.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--config-file",
+                str(self.base / "daemon.json"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         (self.base / "daemon.json").write_text("{}")
         wait_for_socket(self.socket, self.process)

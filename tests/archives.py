@@ -42,7 +42,9 @@ def docker_archive(layers: list[bytes], tags: list[str], config_extra: dict | No
         "created": "2024-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [sha256(layer) for layer in layers]},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(len(layers))],
+        "history": [
+            {"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(len(layers))
+        ],
     }
     config.update(config_extra or {})
     config_bytes = json.dumps(config).encode()
@@ -55,5 +57,9 @@ def docker_archive(layers: list[bytes], tags: list[str], config_extra: dict | No
             add_file(tar, path, layer)
             paths.append(path)
         add_file(tar, config_name, config_bytes)
-        add_file(tar, "manifest.json", json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": paths}]).encode())
+        add_file(
+            tar,
+            "manifest.json",
+            json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": paths}]).encode(),
+        )
     return out.getvalue()

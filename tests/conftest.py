@@ -40,6 +40,13 @@ def scratch() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def failure(program: str, args: tuple[str, ...], result: subprocess.CompletedProcess) -> str:
+    return (
+        f"{program} {' '.join(args)} exited {result.returncode}:\n"
+        f"{result.stdout.decode()}\n{result.stderr.decode()}"
+    )
+
+
 class Daemon:
     """A kapald process of a test, with helpers to drive it through real clients."""
 
@@ -93,15 +100,19 @@ class Daemon:
                 self.process.wait()
         self.process = None
 
-    def kapal(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([KAPAL, "-H", self.host, *args], input=input, capture_output=True, timeout=120)
+    def kapal(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [KAPAL, "-H", self.host, *args], input=input, capture_output=True, timeout=120
+        )
         if check and result.returncode != 0:
-            raise AssertionError(
-                f"kapal {' '.join(args)} exited {result.returncode}:\n{result.stdout.decode()}\n{result.stderr.decode()}"
-            )
+            raise AssertionError(failure("kapal", args, result))
         return result
 
-    def docker(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         docker = shutil.which("docker")
         if docker is None:
             pytest.skip("the docker CLI is not installed")
@@ -111,9 +122,7 @@ class Daemon:
             [docker, "-H", self.host, *args], input=input, capture_output=True, timeout=120, env=env
         )
         if check and result.returncode != 0:
-            raise AssertionError(
-                f"docker {' '.join(args)} exited {result.returncode}:\n{result.stdout.decode()}\n{result.stderr.decode()}"
-            )
+            raise AssertionError(failure("docker", args, result))
         return result
 
 
@@ -168,5 +177,3 @@ def tar_directory(directory: Path, out: Path) -> Path:
         for entry in sorted(directory.rglob("*")):
             tar.add(entry, arcname=str(entry.relative_to(directory)), recursive=False)
     return out
-
-

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, BinaryIO
+
 
 API_VERSION = "1.47"
 DEFAULT_HOST = "unix:///run/kapal/kapal.sock"
@@ -212,9 +214,7 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 def _quote(text: str, safe: bytes = b"") -> str:
     """Percent-encoding as urllib.parse.quote, without importing it (start-up time)."""
-    return "".join(
-        chr(byte) if byte in _SAFE or byte in safe else f"%{byte:02X}" for byte in text.encode()
-    )
+    return "".join(chr(byte) if byte in _SAFE or byte in safe else f"%{byte:02X}" for byte in text.encode())
 
 
 def urlencode(pairs: list[tuple[str, str]]) -> str:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from kapal.cli.client import Client, ConnectError, DaemonError
+
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
-
-from kapal.cli.client import Client, ConnectError, DaemonError
 
 
 class UsageError(Exception):
@@ -51,10 +52,9 @@ class Context:
         return self._client
 
 
-Command = "Callable[[Context, str, list[str]], int]"
-
-
-def run(function: Command, prog: str, args: list[str], host: str | None) -> int:
+def run(
+    function: Callable[[Context, str, list[str]], int], prog: str, args: list[str], host: str | None
+) -> int:
     context = Context(host)
     try:
         return function(context, prog, args) or 0
@@ -81,7 +81,12 @@ def print_error(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def output_rows(fmt: str | None, default: str, header: dict[str, str], rows: list[Any], quiet_field: str | None = None) -> None:
+def sorted_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A formatter row with its keys sorted, as ``{{json .}}`` prints docker's rows."""
+    return dict(sorted(row.items()))
+
+
+def output_rows(fmt: str | None, default: str, header: dict[str, str], rows: list[Any]) -> None:
     """Print *rows* with a ``--format`` (table, json or a template) like docker's formatter."""
     from kapal.cli import template
 
@@ -90,7 +95,7 @@ def output_rows(fmt: str | None, default: str, header: dict[str, str], rows: lis
         fmt = "{{json .}}"
     is_table, rest = template.is_table(fmt)
     if is_table:
-        sys.stdout.write(template.render_table(header, rows, rest or default[len("table "):]))
+        sys.stdout.write(template.render_table(header, rows, rest or default[len("table ") :]))
         return
     compiled = template.parse(fmt)
     for row in rows:

@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         target = GROUPS[command].get(sub)
         prog = f"kapal {command} {sub}"
         if target is None:
-            print(f"kapal: '{command} {sub}' is not a kapal command.\nSee 'kapal {command} --help'", file=sys.stderr)
+            print(
+                f"kapal: '{command} {sub}' is not a kapal command.\nSee 'kapal {command} --help'",
+                file=sys.stderr,
+            )
             return 1
     else:
         target = COMMANDS.get(command)

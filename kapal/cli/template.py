@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "ContextRow",
     "Template",
     "TemplateError",
     "go_json",
@@ -673,11 +674,28 @@ def _json_float(f: float) -> str:
     return _format_float(f, "f", -1)
 
 
-def _json_string(s: str) -> str:
+class ContextRow(dict):  # type: ignore[type-arg]
+    """A row of a docker formatter context (``ps``, ``images``, ``volume ls``...).
+
+    docker's contexts marshal themselves through ``json.Marshal`` of a map, so
+    ``{{json .}}`` on a row (and ``--format json``) prints keys sorted and
+    escapes ``<``, ``>``, ``&`` as ``\u003c``..., unlike ``{{json .Field}}``.
+    Use this dict subclass for such rows; it behaves as a dict otherwise.
+    """
+
+    __slots__ = ()
+
+
+_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+def _json_string(s: str, escape_html: bool = False) -> str:
     out = ['"']
     for ch in s:
         o = ord(ch)
-        if ch == '"':
+        if escape_html and ch in _HTML_ESCAPES:
+            out.append(_HTML_ESCAPES[ch])
+        elif ch == '"':
             out.append('\\"')
         elif ch == "\\":
             out.append("\\\\")
@@ -696,7 +714,7 @@ def _json_string(s: str) -> str:
 _JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
-def _json(v: object, depth: int = 0) -> str:
+def _json(v: object, depth: int = 0, escape_html: bool = False) -> str:  # noqa: C901
     if depth > 500:
         raise _FuncError("json: unsupported value: encountered a cycle")
     if v is None or v is _MISSING:
@@ -710,24 +728,30 @@ def _json(v: object, depth: int = 0) -> str:
     if isinstance(v, float):
         return _json_float(v)
     if isinstance(v, str):
-        return _json_string(v)
+        return _json_string(v, escape_html)
     if isinstance(v, (bytes, bytearray)):
         import base64  # Go marshals []byte as base64; rare enough to import lazily
 
         return '"' + base64.b64encode(bytes(v)).decode() + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_json(e, depth + 1) for e in v) + "]"
+        return "[" + ",".join(_json(e, depth + 1, escape_html) for e in v) + "]"
     if _is_mapping(v):
+        keys = list(v)  # type: ignore[call-overload]
+        if isinstance(v, ContextRow):
+            escape_html = True
+            keys.sort(key=lambda k: str(k).encode("utf-8", "surrogatepass"))
         parts = []
-        for k in v:  # type: ignore[attr-defined]
+        for k in keys:
             key = k if isinstance(k, str) else go_str(k)
-            parts.append(_json_string(key) + ":" + _json(v[k], depth + 1))  # type: ignore[index]
+            value = _json(v[k], depth + 1, escape_html)  # type: ignore[index]
+            parts.append(_json_string(key, escape_html) + ":" + value)
         return "{" + ",".join(parts) + "}"
     if isinstance(v, complex):
         raise _FuncError("json: unsupported type: complex128")
     attrs = getattr(v, "__dict__", None)
     if isinstance(attrs, dict):
-        return _json({k: a for k, a in attrs.items() if not k.startswith("_")}, depth + 1)
+        public = {k: a for k, a in attrs.items() if not k.startswith("_")}
+        return _json(public, depth + 1, escape_html)
     raise _FuncError("json: unsupported type: " + _go_type(v))
 
 

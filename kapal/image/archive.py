@@ -74,7 +74,7 @@ def _read_archive(stream: BinaryIO, images: ImageStore, lease: Lease) -> _Archiv
     files = _ArchiveFiles()
     raw, _ = open_decompressed(stream)
     try:
-        tar = tarfile.open(fileobj=raw, mode="r|", bufsize=BUFFER)
+        tar = tarfile.open(fileobj=raw, mode="r|", bufsize=BUFFER)  # noqa: SIM115 - closed below
     except tarfile.TarError as error:
         raise InvalidArgument(f"invalid archive: {error}") from None
     try:
@@ -296,7 +296,7 @@ def save(images: ImageStore, names: Iterable[str], out: BinaryIO) -> None:
     selection = select_for_save(images, list(names))
     if not selection:
         raise InvalidArgument("no images to save")
-    tar = tarfile.open(fileobj=out, mode="w|", bufsize=BUFFER, format=tarfile.PAX_FORMAT)
+    tar = tarfile.open(fileobj=out, mode="w|", bufsize=BUFFER, format=tarfile.PAX_FORMAT)  # noqa: SIM115
     written: set[str] = set()
     index_entries: list[dict[str, Any]] = []
     docker_entries: list[dict[str, Any]] = []
@@ -325,7 +325,11 @@ def save(images: ImageStore, names: Iterable[str], out: BinaryIO) -> None:
             layer_paths.append(add_blob(layer.digest))
         config_path = add_blob(image.id)
         add_blob(image.manifest_digest)
-        descriptor = {"mediaType": manifest.media_type, "digest": image.manifest_digest, "size": len(manifest_bytes)}
+        descriptor = {
+            "mediaType": manifest.media_type,
+            "digest": image.manifest_digest,
+            "size": len(manifest_bytes),
+        }
         if tags:
             for tag in tags:
                 annotated = dict(descriptor)
@@ -340,8 +344,11 @@ def save(images: ImageStore, names: Iterable[str], out: BinaryIO) -> None:
             {"Config": config_path, "RepoTags": [familiar(t) for t in tags] or None, "Layers": layer_paths}
         )
         images.events.publish("image", "save", image.id, name=image.id)
-    _add_bytes(tar, "index.json", mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_INDEX,
-                                                      "manifests": index_entries}))
+    _add_bytes(
+        tar,
+        "index.json",
+        mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": index_entries}),
+    )
     _add_bytes(tar, "manifest.json", mf.canonical_json(docker_entries))
     _add_bytes(tar, "oci-layout", mf.canonical_json({"imageLayoutVersion": "1.0.0"}))
     tar.close()

@@ -171,7 +171,9 @@ def import_through_daemon(tarball: BinaryIO, tag: str, command: str, host: str |
     image_id = ""
     for message in Client(host).stream("POST", "/images/create", query, body=tarball):
         if "error" in message or "errorDetail" in message:
-            raise SystemExit(f"kapal-mkimage: {message.get('error') or message['errorDetail'].get('message')}")
+            raise SystemExit(
+                f"kapal-mkimage: {message.get('error') or message['errorDetail'].get('message')}"
+            )
         image_id = message.get("status", image_id)
     return image_id
 

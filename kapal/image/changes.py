@@ -12,7 +12,18 @@ from typing import Any
 
 from kapal.errors import InvalidArgument
 
-ALLOWED = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
+ALLOWED = (
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+)
 
 
 def _exec_or_shell(args: str) -> list[str]:
@@ -43,7 +54,9 @@ def _pairs(instruction: str, args: str) -> list[tuple[str, str]]:
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key:
-            raise InvalidArgument(f"{instruction}: syntax error - can't find = in {word!r}. Must be of the form: name=value")
+            raise InvalidArgument(
+                f"{instruction}: syntax error - can't find = in {word!r}. Must be of the form: name=value"
+            )
         pairs.append((key, value))
     return pairs
 

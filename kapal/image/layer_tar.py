@@ -268,6 +268,12 @@ class _DiscardGlobals(dict):  # type: ignore[type-arg]
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
 
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return default
+
 
 class _SourceError(Exception):
     """Carries an I/O error of the *input* past the filesystem error mapping."""

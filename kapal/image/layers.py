@@ -123,7 +123,9 @@ class LayerStore:
             return Layer(actual, stats.size)
 
     def all(self) -> list[Layer]:
-        return [Layer(row["diff_id"], row["size"]) for row in self._db.query("SELECT diff_id, size FROM layers")]
+        return [
+            Layer(row["diff_id"], row["size"]) for row in self._db.query("SELECT diff_id, size FROM layers")
+        ]
 
     def usage(self) -> int:
         rows = self._db.query("SELECT COALESCE(SUM(size), 0) AS total FROM layers")
@@ -142,9 +144,9 @@ class LayerStore:
         known = {digests.split(layer.diff_id)[1] for layer in self.all()}
         for entry in os.scandir(self.root):
             # Directories no row names: a crash after rename, before insert.
-            if not entry.name.startswith("tmp-") and entry.name not in known:
-                if not self._leases.held(f"sha256:{entry.name}"):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+            orphan = not entry.name.startswith("tmp-") and entry.name not in known
+            if orphan and not self._leases.held(f"sha256:{entry.name}"):
+                shutil.rmtree(entry.path, ignore_errors=True)
         return removed
 
     def remove_abandoned(self) -> None:

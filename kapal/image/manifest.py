@@ -200,12 +200,10 @@ def platform_matches(candidate: dict[str, Any] | None, wanted: dict[str, str]) -
         return False
     if candidate.get("os") != wanted["os"] or candidate.get("architecture") != wanted["architecture"]:
         return False
+    # A missing variant matches any: arm64 images usually omit "v8".
     want_variant = wanted.get("variant")
     have_variant = candidate.get("variant")
-    if want_variant and have_variant and want_variant != have_variant:
-        # arm64 images usually omit "v8"; treat that as a match.
-        return False
-    return True
+    return not (want_variant and have_variant and want_variant != have_variant)
 
 
 def select_platform(entries: list[Descriptor], wanted: dict[str, str] | None = None) -> Descriptor:
@@ -225,7 +223,11 @@ def select_platform(entries: list[Descriptor], wanted: dict[str, str] | None = N
 def config_platform_matches(config: dict[str, Any], wanted: dict[str, str] | None = None) -> bool:
     wanted = wanted or host_platform()
     return platform_matches(
-        {"os": config.get("os"), "architecture": config.get("architecture"), "variant": config.get("variant")},
+        {
+            "os": config.get("os"),
+            "architecture": config.get("architecture"),
+            "variant": config.get("variant"),
+        },
         wanted,
     )
 

@@ -68,9 +68,7 @@ def familiar(name: str) -> str:
 
 
 class ImageStore:
-    def __init__(
-        self, db: Database, content: ContentStore, layers: LayerStore, events: EventBus
-    ) -> None:
+    def __init__(self, db: Database, content: ContentStore, layers: LayerStore, events: EventBus) -> None:
         self.db = db
         self.content = content
         self.layers = layers
@@ -82,15 +80,21 @@ class ImageStore:
     def _load(self, row: Any) -> Image:
         image_id = row["id"]
         config = json.loads(self.content.read_bytes(image_id))
-        tags = [r["name"] for r in self.db.query("SELECT name FROM tags WHERE image_id = ? ORDER BY name", (image_id,))]
+        tags = [
+            r["name"]
+            for r in self.db.query("SELECT name FROM tags WHERE image_id = ? ORDER BY name", (image_id,))
+        ]
         repo_digests = [
             r["name"]
-            for r in self.db.query("SELECT name FROM repo_digests WHERE image_id = ? ORDER BY name", (image_id,))
+            for r in self.db.query(
+                "SELECT name FROM repo_digests WHERE image_id = ? ORDER BY name", (image_id,)
+            )
         ]
         layers = [
             (r["diff_id"], r["blob_digest"])
             for r in self.db.query(
-                "SELECT diff_id, blob_digest FROM image_layers WHERE image_id = ? ORDER BY position", (image_id,)
+                "SELECT diff_id, blob_digest FROM image_layers WHERE image_id = ? ORDER BY position",
+                (image_id,),
             )
         ]
         return Image(
@@ -188,8 +192,12 @@ class ImageStore:
                 (image_id, manifest_digest, sum(sizes), now),
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO image_layers (image_id, position, diff_id, blob_digest) VALUES (?, ?, ?, ?)",
-                [(image_id, i, d, layer.digest) for i, (d, layer) in enumerate(zip(diff_ids, manifest.layers))],
+                "INSERT OR IGNORE INTO image_layers (image_id, position, diff_id, blob_digest)"
+                " VALUES (?, ?, ?, ?)",
+                [
+                    (image_id, i, d, layer.digest)
+                    for i, (d, layer) in enumerate(zip(diff_ids, manifest.layers))
+                ],
             )
             for tag in tags:
                 row = conn.execute("SELECT image_id FROM tags WHERE name = ?", (tag,)).fetchone()
@@ -326,7 +334,9 @@ class ImageStore:
                 blobs.update((row["id"], row["manifest_digest"]))
             blobs.update(r["blob_digest"] for r in self.db.query("SELECT blob_digest FROM image_layers"))
             blobs.update(
-                r["index_digest"] for r in self.db.query("SELECT index_digest FROM repo_digests") if r["index_digest"]
+                r["index_digest"]
+                for r in self.db.query("SELECT index_digest FROM repo_digests")
+                if r["index_digest"]
             )
             layers = {r["diff_id"] for r in self.db.query("SELECT DISTINCT diff_id FROM image_layers")}
             layers.update(self.extra_layer_roots())

@@ -94,14 +94,34 @@ def test_events_stream_image_actions(daemon: Daemon, busybox: str) -> None:
     daemon.kapal("tag", "busybox", "events/test:1")
     daemon.kapal("rmi", "events/test:1")
     until = time.time() + 1
-    lines = daemon.kapal("events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
-                         "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}").stdout.decode().splitlines()
+    lines = (
+        daemon.kapal(
+            "events",
+            "--since",
+            f"{since:.3f}",
+            "--until",
+            f"{until:.3f}",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        )
+        .stdout.decode()
+        .splitlines()
+    )
     assert "image tag events/test:1" in lines
     assert "image untag events/test:1" in lines
     assert any(line.startswith("image import") for line in lines)
     # Live: a subscriber sees an event published after it connected.
     watcher = subprocess.Popen(
-        [KAPAL, "-H", daemon.host, "events", "--filter", "event=tag", "--format", "{{.Actor.Attributes.name}}"],
+        [
+            KAPAL,
+            "-H",
+            daemon.host,
+            "events",
+            "--filter",
+            "event=tag",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ],
         stdout=subprocess.PIPE,
     )
     try:
@@ -112,8 +132,9 @@ def test_events_stream_image_actions(daemon: Daemon, busybox: str) -> None:
     finally:
         watcher.kill()
         watcher.wait()
-    docker_lines = daemon.docker("events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}",
-                                 "--filter", "type=image").stdout.decode()
+    docker_lines = daemon.docker(
+        "events", "--since", f"{since:.0f}", "--until", f"{time.time():.0f}", "--filter", "type=image"
+    ).stdout.decode()
     assert "image tag" in docker_lines
 
 
@@ -156,8 +177,17 @@ def test_config_file_and_flag_conflict_is_an_error(scratch: Path) -> None:
     config = scratch / "daemon.json"
     config.write_text(json.dumps({"data-root": str(scratch / "a")}))
     result = subprocess.run(
-        [KAPALD, "--config-file", str(config), "--data-root", str(scratch / "b"), "-H", f"unix://{scratch}/s.sock"],
-        capture_output=True, timeout=30,
+        [
+            KAPALD,
+            "--config-file",
+            str(config),
+            "--data-root",
+            str(scratch / "b"),
+            "-H",
+            f"unix://{scratch}/s.sock",
+        ],
+        capture_output=True,
+        timeout=30,
     )
     assert result.returncode == 1
     assert b"specified both as a flag and in the configuration file: data-root" in result.stderr

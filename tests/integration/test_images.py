@@ -44,7 +44,10 @@ def test_images_output_options(daemon: Daemon, busybox: str) -> None:
     assert out(daemon.kapal("images", "-q")) == busybox[7:19] + "\n"
     assert out(daemon.kapal("images", "-q", "--no-trunc")) == busybox + "\n"
     rows = [json.loads(line) for line in out(daemon.kapal("images", "--format", "json")).splitlines()]
-    assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "latest"), ("localhost:5000/team/app", "v1")}
+    assert {(r["Repository"], r["Tag"]) for r in rows} == {
+        ("busybox", "latest"),
+        ("localhost:5000/team/app", "v1"),
+    }
     assert rows[0]["Digest"] == "<none>"
     custom = out(daemon.kapal("images", "--format", "{{.Repository}}:{{.Tag}}", "localhost:5000/team/app"))
     assert custom == "localhost:5000/team/app:v1\n"
@@ -92,7 +95,7 @@ def test_rmi_rules(daemon: Daemon, busybox: str) -> None:
 
 
 def test_image_prune_removes_dangling_only(daemon: Daemon, busybox: str, busybox_rootfs: Path) -> None:
-    dangling = out(daemon.kapal("import", "--change", "CMD [\"true\"]", str(busybox_rootfs))).strip()
+    dangling = out(daemon.kapal("import", "--change", 'CMD ["true"]', str(busybox_rootfs))).strip()
     assert dangling != busybox
     listing = out(daemon.kapal("images"))
     assert "<none>" in listing
@@ -123,14 +126,19 @@ def test_save_load_save_keeps_digests(daemon: Daemon, busybox: str, scratch: Pat
     assert _manifest_digests(first) == _manifest_digests(second)
     assert first.read_bytes() == second.read_bytes()
     # Other tools read the archive both as docker-archive and as an OCI layout.
-    inspected = json.loads(subprocess.run(
-        ["skopeo", "inspect", f"docker-archive:{first}"], check=True, capture_output=True).stdout)
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", f"docker-archive:{first}"], check=True, capture_output=True
+        ).stdout
+    )
     assert inspected["Layers"] == json.loads(out(daemon.kapal("inspect", "busybox")))[0]["RootFS"]["Layers"]
     layout = scratch / "layout"
     layout.mkdir()
     with tarfile.open(first) as tar:
         tar.extractall(layout, filter="data")
-    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:latest"], check=True, capture_output=True)
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{layout}:latest"], check=True, capture_output=True
+    )
     assert sha256(raw.stdout) == _manifest_digests(first)[0][0]
     umoci = subprocess.run(["umoci", "ls", "--layout", str(layout)], capture_output=True, text=True)
     assert umoci.returncode == 0, umoci.stderr
@@ -146,15 +154,20 @@ def test_save_to_terminal_refused_and_missing_image_is_404(daemon: Daemon, busyb
 def test_load_skopeo_archives_of_a_foreign_image(daemon: Daemon, shared_busybox: Path, scratch: Path) -> None:
     docker_tar = scratch / "docker.tar"
     oci_tar = scratch / "oci.tar"
-    subprocess.run(["skopeo", "copy", "-q", f"oci:{shared_busybox}", f"docker-archive:{docker_tar}:shared/busybox:1"],
-                   check=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"oci:{shared_busybox}", f"docker-archive:{docker_tar}:shared/busybox:1"],
+        check=True,
+    )
     subprocess.run(["skopeo", "copy", "-q", f"oci:{shared_busybox}", f"oci-archive:{oci_tar}"], check=True)
     assert out(daemon.docker("load", "-i", str(docker_tar))) == "Loaded image: shared/busybox:1\n"
     image_id = json.loads(out(daemon.kapal("inspect", "shared/busybox:1")))[0]["Id"]
     # The OCI archive carries the same config: the same image, now also untagged-loadable.
     assert out(daemon.kapal("load", "-i", str(oci_tar))) == f"Loaded image ID: {image_id}\n"
     config = json.loads((shared_busybox / "blobs" / "sha256" / image_id[7:]).read_bytes())
-    assert json.loads(out(daemon.kapal("inspect", image_id)))[0]["RootFS"]["Layers"] == config["rootfs"]["diff_ids"]
+    assert (
+        json.loads(out(daemon.kapal("inspect", image_id)))[0]["RootFS"]["Layers"]
+        == config["rootfs"]["diff_ids"]
+    )
 
 
 def test_load_gzip_compressed_archive_from_stdin(daemon: Daemon) -> None:
@@ -171,17 +184,26 @@ def test_load_gzip_compressed_archive_from_stdin(daemon: Daemon) -> None:
     [
         ("dotdot", lambda t: add_file(t, "../escaped", b"x"), "escapes"),
         ("absolute", lambda t: add_file(t, "/tmp/kapal-absolute-escape", b"x"), "absolute"),
-        ("symlink", lambda t: (add_symlink(t, "evil", "/tmp"), add_file(t, "evil/kapal-symlink-escape", b"x")),
-         "through symlink"),
-        ("relative-symlink",
-         lambda t: (add_symlink(t, "up", "../../../../../../tmp"), add_file(t, "up/kapal-rel-escape", b"x")),
-         "through symlink"),
+        (
+            "symlink",
+            lambda t: (add_symlink(t, "evil", "/tmp"), add_file(t, "evil/kapal-symlink-escape", b"x")),
+            "through symlink",
+        ),
+        (
+            "relative-symlink",
+            lambda t: (
+                add_symlink(t, "up", "../../../../../../tmp"),
+                add_file(t, "up/kapal-rel-escape", b"x"),
+            ),
+            "through symlink",
+        ),
     ],
 )
 def test_hostile_layer_is_refused_and_store_is_unchanged(
     daemon: Daemon, busybox: str, name: str, build, message: str
 ) -> None:
-    before = out(daemon.kapal("images", "--no-trunc"))
+    listing = ("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}")
+    before = out(daemon.kapal(*listing))
     layer = layer_tar(build)
     result = daemon.kapal("load", input=docker_archive([layer], [f"hostile/{name}:1"]), check=False)
     assert result.returncode == 1
@@ -190,7 +212,7 @@ def test_hostile_layer_is_refused_and_store_is_unchanged(
         assert not Path(leaked).exists()
     assert not (daemon.data_root / "escaped").exists()
     assert not (daemon.data_root / "layers" / "escaped").exists()
-    assert out(daemon.kapal("images", "--no-trunc")) == before
+    assert out(daemon.kapal(*listing)) == before
     layers = [p.name for p in (daemon.data_root / "layers").iterdir()]
     assert len(layers) == 1 and not any(n.startswith("tmp-") for n in layers)
 
@@ -200,7 +222,9 @@ def test_load_rejects_garbage_and_diff_id_mismatch(daemon: Daemon) -> None:
     assert garbage.returncode == 1
     assert "invalid archive" in err(garbage)
     layer = layer_tar(lambda tar: add_file(tar, "a", b"a"))
-    lying = docker_archive([layer], ["liar:1"], {"rootfs": {"type": "layers", "diff_ids": [sha256(b"other")]}})
+    lying = docker_archive(
+        [layer], ["liar:1"], {"rootfs": {"type": "layers", "diff_ids": [sha256(b"other")]}}
+    )
     mismatch = daemon.kapal("load", input=lying, check=False)
     assert mismatch.returncode == 1
     assert "diff ID mismatch" in err(mismatch)
@@ -212,18 +236,27 @@ def test_import_with_changes_and_compression(daemon: Daemon, busybox_rootfs: Pat
 
     compressed = scratch / "rootfs.tar.zst"
     compressed.write_bytes(zstandard.ZstdCompressor().compress(busybox_rootfs.read_bytes()))
-    image_id = out(daemon.kapal(
-        "import",
-        "-c", "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
-        "-c", "ENV A=1 B=two",
-        "-c", "WORKDIR /srv",
-        "-c", "EXPOSE 80 53/udp",
-        "-c", "LABEL org.example=yes",
-        "-c", "USER nobody",
-        "-m", "from zstd",
-        str(compressed),
-        "zstd/busybox:1",
-    )).strip()
+    image_id = out(
+        daemon.kapal(
+            "import",
+            "-c",
+            'ENTRYPOINT ["/bin/sh", "-c"]',
+            "-c",
+            "ENV A=1 B=two",
+            "-c",
+            "WORKDIR /srv",
+            "-c",
+            "EXPOSE 80 53/udp",
+            "-c",
+            "LABEL org.example=yes",
+            "-c",
+            "USER nobody",
+            "-m",
+            "from zstd",
+            str(compressed),
+            "zstd/busybox:1",
+        )
+    ).strip()
     config = json.loads(out(daemon.kapal("inspect", image_id)))[0]
     assert config["Config"]["Entrypoint"] == ["/bin/sh", "-c"]
     assert config["Config"]["Env"] == ["A=1", "B=two"]

@@ -940,3 +940,20 @@ def test_a_gnu_sparse_layer(dest: Path, shm_path: Path) -> None:
         content = (target / "sparse").read_bytes()
         assert content == (src / "sparse").read_bytes()
         assert os.stat(target / "sparse").st_blocks * 512 <= 1 << 20  # holes stay holes
+
+
+@pytest.mark.parametrize("compression", [Compression.GZIP, Compression.ZSTD])
+def test_round_trip_through_a_compressed_blob(shm_path: Path, compression: Compression) -> None:
+    src = shm_path / "src"
+    make_tree(src)
+    blob = io.BytesIO()
+    writer = compress_writer(blob, compression)
+    write_layer(src, writer)
+    writer.close()
+    dest = shm_path / "dest"
+    dest.mkdir()
+    stream, detected = open_decompressed(NonSeekable(blob.getvalue()))  # type: ignore[arg-type]
+    assert detected is compression
+    apply_layer(stream, dest)
+    assert snapshot(dest, times=False).keys() == snapshot(src, times=False).keys()
+    assert (dest / "bin/su").read_bytes() == (src / "bin/su").read_bytes()

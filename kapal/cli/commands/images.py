@@ -7,12 +7,12 @@ import os
 import sys
 import time
 
+from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
+from kapal.cli.units import human_size, human_size_with_precision, time_ago
+
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
-
-from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error
-from kapal.cli.units import human_size, time_ago
 
 IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
 IMAGES_TABLE_DIGESTS = "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
@@ -39,6 +39,14 @@ def go_time(unix: float) -> str:
     """Go's ``time.Time.String()`` in local time: ``2006-01-02 15:04:05 -0700 MST``."""
     moment = time.localtime(unix)
     return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", moment)
+
+
+def rfc3339_local(unix: float) -> str:
+    """Go's ``time.RFC3339`` in local time, as ``docker history`` prints CreatedAt."""
+    text = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(unix))
+    if text.endswith("+0000"):
+        return text[:-5] + "Z"
+    return f"{text[:-2]}:{text[-2:]}"
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -81,20 +89,23 @@ def image_rows(images: list[dict[str, Any]], no_trunc: bool, digests: bool) -> l
             size = image.get("Size", 0)
             shared = image.get("SharedSize", -1)
             containers = image.get("Containers", -1)
+            # Sorted keys: docker's formatter contexts marshal to JSON as Go maps do.
             rows.append(
-                {
-                    "Repository": repo,
-                    "Tag": tag,
-                    "ID": short_id(image["Id"], no_trunc),
-                    "Digest": digest,
-                    "CreatedSince": time_ago(image.get("Created", 0)),
-                    "CreatedAt": go_time(image.get("Created", 0)),
-                    "Size": human_size(size),
-                    "VirtualSize": human_size(image.get("VirtualSize", size)),
-                    "SharedSize": "N/A" if shared == -1 else human_size(shared),
-                    "UniqueSize": "N/A" if shared == -1 else human_size(size - shared),
-                    "Containers": "N/A" if containers == -1 else str(containers),
-                }
+                sorted_row(
+                    {
+                        "Repository": repo,
+                        "Tag": tag,
+                        "ID": short_id(image["Id"], no_trunc),
+                        "Digest": digest,
+                        "CreatedSince": time_ago(image.get("Created", 0)),
+                        "CreatedAt": go_time(image.get("Created", 0)),
+                        "Size": human_size(size),
+                        "VirtualSize": human_size_with_precision(image.get("VirtualSize", size), 4),
+                        "SharedSize": "N/A" if shared == -1 else human_size(shared),
+                        "UniqueSize": "N/A" if shared == -1 else human_size(size - shared),
+                        "Containers": "N/A" if containers == -1 else str(containers),
+                    }
+                )
             )
     return rows
 
@@ -104,7 +115,9 @@ def images(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("repository", nargs="?")
     p.add_argument("-a", "--all", action="store_true", help="Show all images")
     p.add_argument("--digests", action="store_true", help="Show digests")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
+    p.add_argument(
+        "-f", "--filter", action="append", default=[], help="Filter output based on conditions provided"
+    )
     p.add_argument("--format", help="Format output using a custom template")
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
@@ -133,14 +146,21 @@ def parse_filter_flags(values: list[str]) -> dict[str, list[str]]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep:
-            raise CommandError(f"invalid argument \"{value}\" for \"-f, --filter\" flag: bad format of filter "
-                               "(expected name=value)", 125)
+            raise CommandError(
+                f'invalid argument "{value}" for "-f, --filter" flag: bad format of filter '
+                "(expected name=value)",
+                125,
+            )
         filters.setdefault(key.strip().lower(), []).append(rest)
     return filters
 
 
 def tag(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+    p = parser(
+        prog,
+        f"{prog} SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]",
+        "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+    )
     p.add_argument("source")
     p.add_argument("target")
     opts = p.parse_args(args)
@@ -150,10 +170,14 @@ def tag(ctx: Context, prog: str, args: list[str]) -> int:
     try:
         ref = reference.parse(opts.target, default_tag=False)
     except InvalidArgument as error:
-        raise CommandError(f"Error parsing reference: \"{opts.target}\" is not a valid repository/tag: {error}") from None
+        raise CommandError(
+            f'Error parsing reference: "{opts.target}" is not a valid repository/tag: {error}'
+        ) from None
     if ref.digest:
         raise CommandError("refusing to create a tag with a digest reference")
-    ctx.client.json("POST", f"/images/{opts.source}/tag", {"repo": ref.familiar_repository, "tag": ref.tag or "latest"})
+    ctx.client.json(
+        "POST", f"/images/{opts.source}/tag", {"repo": ref.familiar_repository, "tag": ref.tag or "latest"}
+    )
     return 0
 
 
@@ -166,7 +190,9 @@ def rmi(ctx: Context, prog: str, args: list[str]) -> int:
     failed = False
     for name in opts.images:
         try:
-            report = ctx.client.json("DELETE", f"/images/{name}", {"force": opts.force, "noprune": opts.no_prune})
+            report = ctx.client.json(
+                "DELETE", f"/images/{name}", {"force": opts.force, "noprune": opts.no_prune}
+            )
         except DaemonError as error:
             print_error(f"Error response from daemon: {error.message}")
             failed = True
@@ -211,14 +237,16 @@ def history(ctx: Context, prog: str, args: list[str]) -> int:
         if not opts.no_trunc:
             created_by = _ellipsis(created_by, 45)
         rows.append(
-            {
-                "ID": ident,
-                "CreatedSince": time_ago(entry["Created"]) if human else go_time(entry["Created"]),
-                "CreatedAt": go_time(entry["Created"]),
-                "CreatedBy": created_by,
-                "Size": human_size(entry["Size"]) if human else str(entry["Size"]),
-                "Comment": entry.get("Comment", ""),
-            }
+            sorted_row(
+                {
+                    "ID": ident,
+                    "CreatedSince": time_ago(entry["Created"]) if human else go_time(entry["Created"]),
+                    "CreatedAt": rfc3339_local(entry["Created"]),
+                    "CreatedBy": created_by,
+                    "Size": human_size(entry["Size"]) if human else str(entry["Size"]),
+                    "Comment": entry.get("Comment", ""),
+                }
+            )
         )
     if opts.quiet:
         for row in rows:
@@ -240,7 +268,9 @@ def _print_inspect(objects: list[Any], fmt: str | None) -> None:
 
 
 def image_inspect(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS] IMAGE [IMAGE...]", "Display detailed information on one or more images")
+    p = parser(
+        prog, f"{prog} [OPTIONS] IMAGE [IMAGE...]", "Display detailed information on one or more images"
+    )
     p.add_argument("images", nargs="+")
     p.add_argument("-f", "--format")
     opts = p.parse_args(args)
@@ -344,11 +374,20 @@ def save(ctx: Context, prog: str, args: list[str]) -> int:
 
 
 def import_(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
-               "Import the contents from a tarball to create a filesystem image")
+    p = parser(
+        prog,
+        f"{prog} [OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
+        "Import the contents from a tarball to create a filesystem image",
+    )
     p.add_argument("source")
     p.add_argument("repository", nargs="?")
-    p.add_argument("-c", "--change", action="append", default=[], help="Apply Dockerfile instruction to the created image")
+    p.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        help="Apply Dockerfile instruction to the created image",
+    )
     p.add_argument("-m", "--message", default="", help="Set commit message for imported image")
     p.add_argument("--platform", help="Set platform if server is multi-platform capable")
     opts = p.parse_args(args)
@@ -361,7 +400,9 @@ def import_(ctx: Context, prog: str, args: list[str]) -> int:
     if opts.source == "-":
         source = sys.stdin.buffer
     elif "://" in opts.source:
-        raise CommandError("importing from a URL is not supported; download it and pipe it to `kapal import -`")
+        raise CommandError(
+            "importing from a URL is not supported; download it and pipe it to `kapal import -`"
+        )
     else:
         try:
             source = open(opts.source, "rb")  # noqa: SIM115 - closed below
@@ -378,8 +419,12 @@ def import_(ctx: Context, prog: str, args: list[str]) -> int:
 
 def prune(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(prog, f"{prog} [OPTIONS]", "Remove unused images")
-    p.add_argument("-a", "--all", action="store_true", help="Remove all unused images, not just dangling ones")
-    p.add_argument("--filter", action="append", default=[], help="Provide filter values (e.g. \"until=<timestamp>\")")
+    p.add_argument(
+        "-a", "--all", action="store_true", help="Remove all unused images, not just dangling ones"
+    )
+    p.add_argument(
+        "--filter", action="append", default=[], help='Provide filter values (e.g. "until=<timestamp>")'
+    )
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     opts = p.parse_args(args)
     filters = parse_filter_flags(opts.filter)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+from kapal import __version__
+from kapal.cli.client import API_VERSION, ConnectError, DaemonError
+from kapal.cli.common import CommandError, Context, output_rows, parser, sorted_row
+from kapal.cli.units import human_size_with_precision
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
 
-from kapal import __version__
-from kapal.cli.client import API_VERSION, ConnectError, DaemonError
-from kapal.cli.common import CommandError, Context, output_rows, parser
-from kapal.cli.units import human_size
+
+def human_size(n: float) -> str:
+    """``units.HumanSize``: what ``system df`` prints (four significant digits)."""
+    return human_size_with_precision(n, 4)
 
 
 def _python_version() -> str:
-    return "python%d.%d.%d" % sys.version_info[:3]
+    return "python" + ".".join(str(part) for part in sys.version_info[:3])
 
 
 def _os_arch() -> str:
@@ -67,7 +71,8 @@ def version(ctx: Context, prog: str, args: list[str]) -> int:
                 f"Server: {server.get('Platform', {}).get('Name', '')}",
                 " Engine:",
                 f"  Version:          {server.get('Version', '')}",
-                f"  API version:      {server.get('ApiVersion', '')} (minimum version {server.get('MinAPIVersion', '')})",
+                f"  API version:      {server.get('ApiVersion', '')}"
+                f" (minimum version {server.get('MinAPIVersion', '')})",
                 f"  Go version:       {server.get('GoVersion', '')}",
                 f"  Git commit:       {server.get('GitCommit', '')}",
                 f"  Built:            {server.get('BuildTime', '')}",
@@ -222,7 +227,13 @@ def events(ctx: Context, prog: str, args: list[str]) -> int:
 
 
 DF_TABLE = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
-DF_HEADER = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE", "Reclaimable": "RECLAIMABLE"}
+DF_HEADER = {
+    "Type": "TYPE",
+    "TotalCount": "TOTAL",
+    "Active": "ACTIVE",
+    "Size": "SIZE",
+    "Reclaimable": "RECLAIMABLE",
+}
 
 
 def _reclaimable(reclaim: int, total: int) -> str:
@@ -246,45 +257,47 @@ def df(ctx: Context, prog: str, args: list[str]) -> int:
     volumes = data.get("Volumes") or []
     cache = data.get("BuildCache") or []
     rows = [
-        {
-            "Type": "Images",
-            "TotalCount": str(len(images)),
-            "Active": str(len(active)),
-            "Size": human_size(layers_size),
-            "Reclaimable": _reclaimable(max(layers_size - used, 0), layers_size),
-        },
-        {
-            "Type": "Containers",
-            "TotalCount": str(len(containers)),
-            "Active": "0",
-            "Size": human_size(0),
-            "Reclaimable": human_size(0),
-        },
-        {
-            "Type": "Local Volumes",
-            "TotalCount": str(len(volumes)),
-            "Active": "0",
-            "Size": human_size(0),
-            "Reclaimable": human_size(0),
-        },
-        {
-            "Type": "Build Cache",
-            "TotalCount": str(len(cache)),
-            "Active": "0",
-            "Size": human_size(0),
-            "Reclaimable": human_size(0),
-        },
+        sorted_row(row)
+        for row in [
+            {
+                "Type": "Images",
+                "TotalCount": str(len(images)),
+                "Active": str(len(active)),
+                "Size": human_size(layers_size),
+                "Reclaimable": _reclaimable(max(layers_size - used, 0), layers_size),
+            },
+            {
+                "Type": "Containers",
+                "TotalCount": str(len(containers)),
+                "Active": "0",
+                "Size": human_size(0),
+                "Reclaimable": human_size(0),
+            },
+            {
+                "Type": "Local Volumes",
+                "TotalCount": str(len(volumes)),
+                "Active": "0",
+                "Size": human_size(0),
+                "Reclaimable": human_size(0),
+            },
+            {
+                "Type": "Build Cache",
+                "TotalCount": str(len(cache)),
+                "Active": "0",
+                "Size": human_size(0),
+                "Reclaimable": human_size(0),
+            },
+        ]
     ]
     if opts.verbose and not opts.format:
         from kapal.cli.commands.images import IMAGES_HEADER, image_rows
 
         print("Images space usage:\n")
-        fmt = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}"
+        fmt = (
+            "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+            "\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}"
+        )
         output_rows(None, fmt, IMAGES_HEADER, image_rows(images, False, False))
-        return 0
-    if opts.format == "json":
-        for row in rows:
-            print(json.dumps(row, separators=(",", ":")))
         return 0
     output_rows(opts.format, DF_TABLE, DF_HEADER, rows)
     return 0

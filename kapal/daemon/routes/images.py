@@ -316,7 +316,9 @@ async def load_images(request: web.Request) -> web.StreamResponse:
 
 async def save_images(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    names = [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
+    names = (
+        [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
+    )
     if not names:
         raise InvalidArgument("no images given to save")
     for name in names:  # a missing image is a 404 before any byte is sent
@@ -371,4 +373,3 @@ def register(routes: Routes) -> None:
     routes.get("/images/{name:.+}/get", save_images)
     routes.post("/images/{name:.+}/tag", tag_image)
     routes.delete("/images/{name:.+}", delete_image)
-

@@ -142,8 +142,14 @@ async def info(request: web.Request) -> web.Response:
             "ServerVersion": __version__,
             "Runtimes": {"crun": {"path": "crun"}, "runc": {"path": "runc"}},
             "DefaultRuntime": "crun",
-            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                      "Error": "", "RemoteManagers": None},
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "InitBinary": "tini",
@@ -171,12 +177,13 @@ def _event_matches(event: Event, filters: dict[str, list[str]]) -> bool:
         short = {name.partition(":")[0] for name in names if name}
         if not (set(filters["image"]) & (names | short)):
             return False
-    if "container" in filters and event.type == "container":
-        if not (set(filters["container"]) & {event.actor_id, event.attributes.get("name", "")}):
-            return False
-    if "label" in filters and not labels_match(event.attributes, filters["label"]):
+    if (
+        "container" in filters
+        and event.type == "container"
+        and not (set(filters["container"]) & {event.actor_id, event.attributes.get("name", "")})
+    ):
         return False
-    return True
+    return "label" not in filters or labels_match(event.attributes, filters["label"])
 
 
 def _parse_time(value: str | None, name: str) -> float | None:
@@ -205,9 +212,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         for event in backlog:
-            if until is None or event.time_nano <= until * 1e9:
-                if _event_matches(event, filters):
-                    await response.write(json_line(event.to_json()))
+            if (until is None or event.time_nano <= until * 1e9) and _event_matches(event, filters):
+                await response.write(json_line(event.to_json()))
         while True:
             timeout = None if until is None else until - time.time()
             if timeout is not None and timeout <= 0:
