@@ -82,21 +82,22 @@ def print_error(message: str) -> None:
 
 
 def sorted_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A formatter row with its keys sorted, as ``{{json .}}`` prints docker's rows."""
-    return dict(sorted(row.items()))
+    """A formatter row: ``{{json .}}`` prints it with sorted keys and HTML escapes, as docker does."""
+    from kapal.cli.template import ContextRow
+
+    return ContextRow(sorted(row.items()))
 
 
 def output_rows(fmt: str | None, default: str, header: dict[str, str], rows: list[Any]) -> None:
     """Print *rows* with a ``--format`` (table, json or a template) like docker's formatter."""
     from kapal.cli import template
 
-    fmt = fmt or default
-    if fmt == "json":
-        fmt = "{{json .}}"
-    is_table, rest = template.is_table(fmt)
-    if is_table:
-        sys.stdout.write(template.render_table(header, rows, rest or default[len("table ") :]))
+    table, text = template.normalize_format(fmt or default)
+    if table:
+        if not text:
+            text = template.normalize_format(default)[1]
+        sys.stdout.write(template.render_table(header, rows, text))
         return
-    compiled = template.parse(fmt)
+    compiled = template.parse(text)
     for row in rows:
         sys.stdout.write(compiled.render(row) + "\n")

@@ -714,7 +714,7 @@ def _json_string(s: str, escape_html: bool = False) -> str:
 _JSON_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
-def _json(v: object, depth: int = 0, escape_html: bool = False) -> str:  # noqa: C901
+def _json(v: object, depth: int = 0, escape_html: bool = False) -> str:
     if depth > 500:
         raise _FuncError("json: unsupported value: encountered a cycle")
     if v is None or v is _MISSING:
@@ -859,7 +859,7 @@ class _Lexer:
         if not self.at_eof and self.pos > 0:
             self.pos -= 1
 
-    def emit(self, typ: str):  # noqa: ANN201 - returns the next state
+    def emit(self, typ: str):
         self.items.append(_Tok(typ, self.start, self.input[self.start : self.pos]))
         self.start = self.pos
         return self.lex_inside_action if typ not in ("text", "rightdelim") else self.lex_text
@@ -909,7 +909,7 @@ class _Lexer:
         return self.input.startswith("}}", self.pos)
 
     # --- states
-    def lex_text(self):  # noqa: ANN201
+    def lex_text(self):
         x = self.input.find("{{", self.pos)
         if x >= 0:
             if x > self.pos:
@@ -930,7 +930,7 @@ class _Lexer:
         self.items.append(_Tok("eof", self.pos, ""))
         return None
 
-    def lex_left_delim(self):  # noqa: ANN201
+    def lex_left_delim(self):
         self.pos += 2
         trim = self.has_left_trim(self.pos)
         after = 2 if trim else 0
@@ -944,7 +944,7 @@ class _Lexer:
         self.paren_depth = 0
         return self.lex_inside_action
 
-    def lex_comment(self):  # noqa: ANN201
+    def lex_comment(self):
         self.pos += 2
         x = self.input.find("*/", self.pos)
         if x < 0:
@@ -962,7 +962,7 @@ class _Lexer:
         self.ignore()
         return self.lex_text
 
-    def lex_right_delim(self):  # noqa: ANN201
+    def lex_right_delim(self):
         _, trim = self.at_right_delim()
         if trim:
             self.pos += 2
@@ -976,7 +976,7 @@ class _Lexer:
             self.ignore()
         return self.lex_text
 
-    def lex_inside_action(self):  # noqa: ANN201, C901
+    def lex_inside_action(self):
         delim, _ = self.at_right_delim()
         if delim:
             if self.paren_depth == 0:
@@ -1027,7 +1027,7 @@ class _Lexer:
             return self.emit("char")
         return self.errorf("unrecognized character in action: " + _fmt_U(r))
 
-    def lex_space(self):  # noqa: ANN201
+    def lex_space(self):
         num = 0
         while True:
             r = self.peek()
@@ -1042,7 +1042,7 @@ class _Lexer:
                 return self.lex_right_delim
         return self.emit("space")
 
-    def lex_identifier(self):  # noqa: ANN201
+    def lex_identifier(self):
         while True:
             r = self.next()
             if _is_alnum(r):
@@ -1057,15 +1057,15 @@ class _Lexer:
                 return self.emit("bool")
             return self.emit("identifier")
 
-    def lex_field(self):  # noqa: ANN201
+    def lex_field(self):
         return self.lex_field_or_variable("field")
 
-    def lex_variable(self):  # noqa: ANN201
+    def lex_variable(self):
         if self.at_terminator():
             return self.emit("variable")
         return self.lex_field_or_variable("variable")
 
-    def lex_field_or_variable(self, typ: str):  # noqa: ANN201
+    def lex_field_or_variable(self, typ: str):
         if self.at_terminator():
             return self.emit("variable" if typ == "variable" else "dot")
         r = _EOF
@@ -1078,7 +1078,7 @@ class _Lexer:
             return self.errorf("bad character " + _fmt_U(r))
         return self.emit(typ)
 
-    def lex_char(self):  # noqa: ANN201
+    def lex_char(self):
         while True:
             r = self.next()
             if r == "\\":
@@ -1092,7 +1092,7 @@ class _Lexer:
                 break
         return self.emit("charconst")
 
-    def lex_number(self):  # noqa: ANN201
+    def lex_number(self):
         if not self.scan_number():
             return self.errorf("bad number syntax: " + go_quote(self.input[self.start : self.pos]))
         sign = self.peek()
@@ -1127,7 +1127,7 @@ class _Lexer:
             return False
         return True
 
-    def lex_quote(self):  # noqa: ANN201
+    def lex_quote(self):
         while True:
             r = self.next()
             if r == "\\":
@@ -1141,7 +1141,7 @@ class _Lexer:
                 break
         return self.emit("string")
 
-    def lex_raw_quote(self):  # noqa: ANN201
+    def lex_raw_quote(self):
         while True:
             r = self.next()
             if r == _EOF:
@@ -1944,7 +1944,7 @@ class _Parser:
         self.backup()
         return None
 
-    def number(self, tok: _Tok) -> _NumberNode:  # noqa: C901 - mirrors parse.newNumber
+    def number(self, tok: _Tok) -> _NumberNode:
         text = tok.val
         n = _NumberNode(tok.pos, text)
         if tok.typ == "charconst":
@@ -2471,9 +2471,7 @@ class _State:
         nl = before.rfind("\n")
         col = len(before[nl + 1 :].encode("utf-8", "surrogatepass"))
         line = 1 + before.count("\n")
-        raise _ExecError(
-            f"template: :{line}:{col}: executing {go_quote(self.name)} at <{self.node}>: {msg}"
-        )
+        raise _ExecError(f"template: :{line}:{col}: executing {go_quote(self.name)} at <{self.node}>: {msg}")
 
     # --- variables
     def var_value(self, name: str) -> object:
@@ -2491,7 +2489,7 @@ class _State:
         self.errorf(f"undefined variable: {name}")
 
     # --- walking
-    def walk(self, dot: object, node: _Node) -> int:  # noqa: C901
+    def walk(self, dot: object, node: _Node) -> int:
         self.node = node
         if isinstance(node, _ActionNode):
             val = self.eval_pipeline(dot, node.pipe)
@@ -2702,7 +2700,7 @@ class _State:
             iface = True
         return self.eval_field(dot, idents[-1], node, args, final, receiver, iface)
 
-    def eval_field(  # noqa: C901
+    def eval_field(
         self,
         dot: object,
         name: str,
@@ -2925,9 +2923,7 @@ class Template:
         except _ExecError as e:
             raise TemplateError(str(e), "".join(state.out)) from None
         except RecursionError:
-            raise TemplateError(
-                "template: : exceeded maximum template depth", "".join(state.out)
-            ) from None
+            raise TemplateError("template: : exceeded maximum template depth", "".join(state.out)) from None
         return "".join(state.out)
 
 
@@ -2972,9 +2968,7 @@ def normalize_format(fmt: str) -> tuple[bool, str]:
     return table, rest.replace("\\t", "\t").replace("\\n", "\n")
 
 
-def render_table(
-    header: dict[str, str], rows: list[object], fmt: str, *, missingkey: str = "default"
-) -> str:
+def render_table(header: dict[str, str], rows: list[object], fmt: str, *, missingkey: str = "default") -> str:
     """Render docker's ``table`` output: header row plus rows, tab-aligned.
 
     ``fmt`` may include the ``table`` prefix.  Cells are separated by tabs in
@@ -3020,7 +3014,7 @@ def _text_width(s: str) -> int:
     return sum(_char_width(c) for c in s)
 
 
-def tabwrite_text(text: str, minwidth: int = 10, padding: int = 3, tabwidth: int = 1) -> str:
+def tabwrite_text(text: str, minwidth: int = 10, padding: int = 3) -> str:
     """Align tab-terminated cells exactly like Go's ``tabwriter`` (pad char ' ', no flags).
 
     Elastic tabstops: a column is a run of consecutive lines that have a cell
@@ -3028,7 +3022,6 @@ def tabwrite_text(text: str, minwidth: int = 10, padding: int = 3, tabwidth: int
     line's last tab is not part of any column and is never padded; a line with
     no tab at all ends the current block of columns.
     """
-    del tabwidth  # only matters when padding with tabs
     out: list[str] = []
     lines: list[list[tuple[str, int]]] = [[]]
     widths: list[int] = []
