@@ -39,18 +39,30 @@ def oci_layout(platform_layers: dict[str, bytes], ref_name: str | None, compress
         blob = gzip.compress(layer) if compress == "gzip" else zstandard.ZstdCompressor().compress(layer)
         layer_desc = _blob(files, blob)
         config = json.dumps(
-            {"architecture": arch, "os": os_name, "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
-             "config": {"Cmd": [f"/bin/{arch}"]}}
+            {
+                "architecture": arch,
+                "os": os_name,
+                "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
+                "config": {"Cmd": [f"/bin/{arch}"]},
+            }
         ).encode()
         config_desc = _blob(files, config)
         media = mf.OCI_LAYER_GZIP if compress == "gzip" else mf.OCI_LAYER_ZSTD
         manifest = json.dumps(
-            {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-             "config": {"mediaType": mf.OCI_CONFIG, **config_desc},
-             "layers": [{"mediaType": media, **layer_desc}]}
+            {
+                "schemaVersion": 2,
+                "mediaType": mf.OCI_MANIFEST,
+                "config": {"mediaType": mf.OCI_CONFIG, **config_desc},
+                "layers": [{"mediaType": media, **layer_desc}],
+            }
         ).encode()
-        entries.append({"mediaType": mf.OCI_MANIFEST, **_blob(files, manifest),
-                        "platform": {"os": os_name, "architecture": arch}})
+        entries.append(
+            {
+                "mediaType": mf.OCI_MANIFEST,
+                **_blob(files, manifest),
+                "platform": {"os": os_name, "architecture": arch},
+            }
+        )
     index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries}).encode()
     top = {"mediaType": mf.OCI_INDEX, **_blob(files, index)}
     if ref_name:
@@ -71,7 +83,9 @@ def test_multi_platform_index_loads_the_host_platform(engine: Engine) -> None:
     other = "arm64" if wanted == "amd64" else "amd64"
     layers = {f"linux/{wanted}": amd, f"linux/{other}": arm}
     messages: list[dict] = []
-    loaded = archive.load(io.BytesIO(oci_layout(layers, "example.com/multi:1")), engine.images, messages.append)
+    loaded = archive.load(
+        io.BytesIO(oci_layout(layers, "example.com/multi:1")), engine.images, messages.append
+    )
     assert len(loaded) == 1
     image = loaded[0]
     assert image.config["architecture"] == wanted
