@@ -12,6 +12,8 @@ import os
 import uuid
 from pathlib import Path
 
+from kapal.container.exec import ExecService
+from kapal.container.service import ContainerService, RuntimeOptions
 from kapal.content.lease import LeaseRegistry
 from kapal.content.store import ContentStore
 from kapal.errors import Conflict
@@ -24,8 +26,14 @@ log = logging.getLogger("kapald")
 
 
 class Engine:
-    def __init__(self, data_root: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        data_root: str | os.PathLike,
+        exec_root: str | os.PathLike | None = None,
+        runtime_options: RuntimeOptions | None = None,
+    ) -> None:
         self.root = Path(data_root)
+        self.exec_root = Path(exec_root) if exec_root else self.root / "exec"
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o710)
         self._lock_fd = os.open(self.root / "kapal.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -41,6 +49,30 @@ class Engine:
         self.layers = LayerStore(self.root / "layers", self.db, self.leases)
         self.events = EventBus()
         self.images = ImageStore(self.db, self.content, self.layers, self.events)
+        self._runtime_options = runtime_options or RuntimeOptions()
+        self._containers: ContainerService | None = None
+        self._execs: ExecService | None = None
+
+    @property
+    def containers(self) -> ContainerService:
+        """The container service, started on first use (image-only tools never need a runtime)."""
+        if self._containers is None:
+            self._containers = ContainerService(
+                self.root,
+                self.exec_root,
+                self.db,
+                self.images,
+                self.layers,
+                self.events,
+                self._runtime_options,
+            )
+        return self._containers
+
+    @property
+    def execs(self) -> ExecService:
+        if self._execs is None:
+            self._execs = ExecService(self.containers)
+        return self._execs
 
     def _engine_id(self) -> str:
         path = self.root / "engine-id"
@@ -54,7 +86,8 @@ class Engine:
             return engine_id
 
     def recover(self) -> None:
-        """Clear what a crash left half-done: abandoned ingests and unpacks, unreferenced content."""
+        """Clear what a crash left half-done, and pick up the containers that kept running."""
+        self.containers.recover()
         ingests = self.content.remove_abandoned_ingests()
         self.layers.remove_abandoned()
         blobs, layers = self.images.collect_garbage()
@@ -67,5 +100,7 @@ class Engine:
             )
 
     def close(self) -> None:
+        if self._containers is not None:
+            self._containers.close()
         self.db.close()
         os.close(self._lock_fd)

@@ -51,6 +51,16 @@ MIGRATIONS: list[str] = [
         added REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,        -- without the leading slash
+        image_id TEXT NOT NULL,
+        created REAL NOT NULL,
+        record TEXT NOT NULL              -- the container's JSON record (config, host config, state)
+    );
+    CREATE INDEX containers_image ON containers(image_id);
+    """,
 ]
 
 

@@ -60,6 +60,8 @@ class Response:
                 break
             key, _, value = line.decode("latin-1").partition(":")
             self.headers[key.strip().lower()] = value.strip()
+        self.sock = sock
+        self.raw = self._file  # after a 101: the rest of the stream, starting right after the headers
         self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
         length = self.headers.get("content-length")
         self._remaining = int(length) if length is not None and not self._chunked else None
@@ -175,6 +177,26 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 message = data.decode(errors="replace").strip() or response.reason
             raise DaemonError(response.status, message)
+        return response
+
+    def upgrade(self, method: str, path: str, query: Any = None, body: Any = None) -> Response:
+        """A request answered with ``101 UPGRADED`` (attach, exec start): the socket becomes a raw stream.
+
+        Read the stream from the returned response's ``raw`` file (it may hold bytes that
+        arrived with the headers); write stdin to its ``sock``.
+        """
+        data = json.dumps(body).encode() if body is not None else b""
+        content_type = "application/json" if body is not None else "text/plain"
+        response = self.request(
+            method,
+            path,
+            query,
+            data,
+            {"Connection": "Upgrade", "Upgrade": "tcp", "Content-Type": content_type},
+        )
+        if response.status not in (101, 200):
+            response.close()
+            raise DaemonError(response.status, f"unexpected status {response.status} for an attach")
         return response
 
     def json(self, method: str, path: str, query: Any = None, body: Any = None) -> Any:

@@ -34,8 +34,12 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
 
 
-def parser(prog: str, usage: str, description: str) -> Parser:
-    return Parser(prog=prog, usage=usage, description=description)
+def parser(prog: str, usage: str, description: str, short_help: bool = True) -> Parser:
+    """A command's parser; ``run``/``create`` pass short_help=False because ``-h`` is ``--hostname`` there."""
+    p = Parser(prog=prog, usage=usage, description=description, add_help=False)
+    flags = ["-h", "--help"] if short_help else ["--help"]
+    p.add_argument(*flags, action="help", help="Print usage")
+    return p
 
 
 class Context:

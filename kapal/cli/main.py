@@ -14,23 +14,39 @@ Usage:  kapal [OPTIONS] COMMAND
 A container engine that speaks Docker's language
 
 Common Commands:
+  run         Create and run a new container from an image
+  exec        Execute a command in a running container
+  ps          List containers
   images      List images
   version     Show the kapal version information
   info        Display system-wide information
 
 Management Commands:
+  container   Manage containers
   image       Manage images
   system      Manage kapal
 
 Commands:
+  attach      Attach local standard input, output, and error streams to a running container
+  create      Create a new container
   events      Get real time events from the server
   history     Show the history of an image
   import      Import the contents from a tarball to create a filesystem image
   inspect     Return low-level information on objects
+  kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  logs        Fetch the logs of a container
+  pause       Pause all processes within one or more containers
+  rename      Rename a container
+  restart     Restart one or more containers
+  rm          Remove one or more containers
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  start       Start one or more stopped containers
+  stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  unpause     Unpause all processes within one or more containers
+  wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:
   -D, --debug          Enable debug mode
@@ -41,11 +57,30 @@ Global Options:
 Run 'kapal COMMAND --help' for more information on a command.
 """
 
+_CONTAINERS = "kapal.cli.commands.containers"
 _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
+_CONTAINER_VERBS = [
+    "run",
+    "create",
+    "start",
+    "stop",
+    "restart",
+    "kill",
+    "rm",
+    "ps",
+    "logs",
+    "wait",
+    "attach",
+    "pause",
+    "unpause",
+    "rename",
+]
 COMMANDS: dict[str, tuple[str, str]] = {
+    **{verb: (_CONTAINERS, verb) for verb in _CONTAINER_VERBS},
+    "exec": (_CONTAINERS, "exec_"),
     "version": (_SYSTEM, "version"),
     "info": (_SYSTEM, "info"),
     "events": (_SYSTEM, "events"),
@@ -59,6 +94,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": (_IMAGES, "inspect"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
+    "container": {
+        **{verb: (_CONTAINERS, verb) for verb in _CONTAINER_VERBS},
+        "ls": (_CONTAINERS, "ps"),
+        "list": (_CONTAINERS, "ps"),
+        "remove": (_CONTAINERS, "rm"),
+        "inspect": (_CONTAINERS, "inspect"),
+        "prune": (_CONTAINERS, "prune"),
+        "exec": (_CONTAINERS, "exec_"),
+    },
     "image": {
         "ls": (_IMAGES, "images"),
         "list": (_IMAGES, "images"),

@@ -7,6 +7,7 @@ becomes ``{"message": ...}`` with the status its class names (kapal.errors).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -37,8 +38,15 @@ def api_version(request: web.Request) -> tuple[int, ...]:
     return version_tuple(request.get("api_version", API_VERSION))
 
 
+def json_response(data: object, status: int = 200) -> web.Response:
+    """JSON as dockerd sends it: ``Content-Type: application/json`` exactly (old Go clients compare the
+    whole header before decoding an error) and a trailing newline."""
+    body = json.dumps(data, separators=(",", ":")).encode() + b"\n"
+    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
+
+
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    return json_response({"message": message}, status=status)
 
 
 @web.middleware
@@ -106,7 +114,7 @@ class Routes:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from kapal.daemon.routes import images, system
+    from kapal.daemon.routes import containers, execs, images, system
 
     app = web.Application(middlewares=[api_middleware], client_max_size=1 << 40)
     app[ENGINE] = engine
@@ -114,4 +122,6 @@ def create_app(engine: Engine) -> web.Application:
     routes = Routes(app)
     system.register(routes)
     images.register(routes)
+    containers.register(routes)
+    execs.register(routes)
     return app

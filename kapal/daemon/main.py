@@ -34,11 +34,24 @@ def _write_pidfile(path: Path) -> None:
 async def serve(cfg: daemon_config.DaemonConfig) -> None:
     from aiohttp import web
 
+    from kapal.container.service import RuntimeOptions
     from kapal.daemon.app import create_app
     from kapal.engine import Engine
+    from kapal.runtime import cgroups
 
     sockets = cfg.socket_paths()
-    engine = Engine(cfg.data_root)
+    options = RuntimeOptions(
+        default_runtime=cfg.extra.get("default-runtime", "crun"), runtimes=cfg.extra.get("runtimes", {})
+    )
+    if options.default_runtime == "crun":
+        layout = cgroups.fix_hybrid_for_crun(cgroups.detect())
+        if layout.hybrid and layout.unified_controllers:
+            log.warning(
+                "cgroup2 still holds %s on this hybrid host and crun refuses that: using runc by default",
+                ", ".join(layout.unified_controllers),
+            )
+            options.default_runtime = "runc"
+    engine = Engine(cfg.data_root, cfg.exec_root, options)
     Path(cfg.exec_root).mkdir(parents=True, exist_ok=True)
     _write_pidfile(cfg.pidfile_path)
     await asyncio.to_thread(engine.recover)
@@ -91,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("kapald: must run as root (it mounts filesystems and creates device nodes)", file=sys.stderr)
         return 1
+    loop = asyncio.new_event_loop()
+    status = 0
     try:
-        asyncio.run(serve(cfg))
+        loop.run_until_complete(serve(cfg))
     except KapalError as error:
         print(f"kapald: {error.message}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    # Not asyncio.run: it joins every worker thread, and a thread still serving a client
+    # (a follow, a wait) would hold the shutdown hostage. State is committed; leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

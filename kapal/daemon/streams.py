@@ -12,7 +12,9 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Callable
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -104,3 +106,59 @@ async def json_progress(
         await response.write(json_line(error_message(error)))
     await response.write_eof()
     return response, result
+
+
+async def iterate_in_thread(produce: Callable[[], Iterator[T]], buffer: int = 256) -> AsyncIterator[T]:
+    """Run a blocking generator in a worker thread and iterate it from the event loop.
+
+    The queue is bounded so a slow client slows the reader instead of filling memory;
+    closing the async iterator stops the thread at its next item.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(buffer)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    def run() -> None:
+        try:
+            for item in produce():
+                if stop.is_set():
+                    return
+                put(("item", item))
+            put(("end", None))
+        except BaseException as error:  # handed to the event loop side
+            if not stop.is_set():
+                put(("error", error))
+
+    loop.run_in_executor(None, run)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        # The worker notices at its next item; draining unblocks a put it may be waiting in.
+        stop.set()
+        while not queue.empty():
+            queue.get_nowait()
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """Docker's multiplexed stream frame: 8-byte header (stream, size) and the data."""
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+def frame_log_entry(entry: Any, multiplexed: bool, timestamps: bool) -> bytes:
+    from kapal.container.logs import format_time
+
+    data = entry.data
+    if timestamps:
+        data = format_time(entry.time_nano).encode() + b" " + data
+    if not multiplexed:
+        return data
+    return frame(1 if entry.stream == "stdout" else 2, data)

@@ -256,7 +256,7 @@ def history(ctx: Context, prog: str, args: list[str]) -> int:
     return 0
 
 
-def _print_inspect(objects: list[Any], fmt: str | None) -> None:
+def print_inspect(objects: list[Any], fmt: str | None) -> None:
     if fmt:
         from kapal.cli import template
 
@@ -282,7 +282,7 @@ def image_inspect(ctx: Context, prog: str, args: list[str]) -> int:
             if error.status != 404:
                 raise
             failed.append(f"Error: No such image: {name}")
-    _print_inspect(found, opts.format)
+    print_inspect(found, opts.format)
     for message in failed:
         print_error(message)
     return 1 if failed else 0
@@ -293,17 +293,22 @@ def inspect(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("names", nargs="+")
     p.add_argument("-f", "--format")
     p.add_argument("-s", "--size", action="store_true")
-    p.add_argument("--type", choices=["image"], help="Return JSON for specified type")
+    p.add_argument("--type", choices=["container", "image"], help="Return JSON for specified type")
     opts = p.parse_args(args)
     found, failed = [], []
+    kinds = [opts.type] if opts.type else ["container", "image"]
     for name in opts.names:
-        try:
-            found.append(ctx.client.get(f"/images/{name}/json"))
-        except DaemonError as error:
-            if error.status != 404:
-                raise
+        for kind in kinds:
+            path = f"/containers/{name}/json" if kind == "container" else f"/images/{name}/json"
+            try:
+                found.append(ctx.client.get(path, {"size": opts.size} if kind == "container" else None))
+                break
+            except DaemonError as error:
+                if error.status != 404:
+                    raise
+        else:
             failed.append(f"Error: No such object: {name}")
-    _print_inspect(found, opts.format)
+    print_inspect(found, opts.format)
     for message in failed:
         print_error(message)
     return 1 if failed else 0

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from kapal import reference
-from kapal.daemon.app import ENGINE, Routes, api_version
+from kapal.daemon.app import ENGINE, Routes, api_version, json_response
 from kapal.daemon.filters import bool_filter, check_keys, glob_match, labels_match, parse_filters
 from kapal.daemon.streams import ResponseWriter, body_reader, json_progress
 from kapal.errors import InvalidArgument, NotImplementedYet
@@ -171,7 +171,7 @@ async def list_images(request: web.Request) -> web.Response:
     images = await asyncio.to_thread(engine.images.list)
     images = filter_images(images, filters, request)
     images.sort(key=lambda image: (unix_time(image.created), image.added), reverse=True)
-    return web.json_response(image_summaries(images, request, with_shared_size=False))
+    return json_response(image_summaries(images, request, with_shared_size=False))
 
 
 def inspect_json(image: Image, request: web.Request) -> dict[str, Any]:
@@ -219,7 +219,7 @@ def inspect_json(image: Image, request: web.Request) -> dict[str, Any]:
 async def inspect_image(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     image = await asyncio.to_thread(engine.images.get, request.match_info["name"])
-    return web.json_response(inspect_json(image, request))
+    return json_response(inspect_json(image, request))
 
 
 async def image_history(request: web.Request) -> web.Response:
@@ -250,7 +250,7 @@ async def image_history(request: web.Request) -> web.Response:
     if items:
         items[0]["Id"] = image.id
         items[0]["Tags"] = [familiar(tag) for tag in image.tags] or None
-    return web.json_response(items)
+    return json_response(items)
 
 
 async def tag_image(request: web.Request) -> web.Response:
@@ -277,7 +277,7 @@ async def delete_image(request: web.Request) -> web.Response:
     report = await asyncio.to_thread(
         engine.images.delete, request.match_info["name"], _truthy(request.query.get("force"))
     )
-    return web.json_response(report)
+    return json_response(report)
 
 
 async def prune_images(request: web.Request) -> web.Response:
@@ -295,7 +295,7 @@ async def prune_images(request: web.Request) -> web.Response:
         return any(unix_time(image.created) >= limit for limit in limits)
 
     report, reclaimed = await asyncio.to_thread(engine.images.prune, dangling is False, keep)
-    return web.json_response({"ImagesDeleted": report or None, "SpaceReclaimed": reclaimed})
+    return json_response({"ImagesDeleted": report or None, "SpaceReclaimed": reclaimed})
 
 
 async def load_images(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from kapal import __version__
-from kapal.daemon.app import API_VERSION, ENGINE, MIN_API_VERSION, Routes
+from kapal.daemon.app import API_VERSION, ENGINE, MIN_API_VERSION, Routes, json_response
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
 from kapal.daemon.routes.images import image_summaries
 from kapal.daemon.streams import json_line
@@ -60,7 +60,7 @@ async def version(request: web.Request) -> web.Response:
         "GoVersion": f"python{platform.python_version()}",
         "BuildTime": "",
     }
-    return web.json_response(
+    return json_response(
         {
             "Platform": {"Name": f"kapal Engine {__version__}"},
             "Components": [
@@ -90,7 +90,7 @@ def _cgroup_version() -> str:
 async def info(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     images = await asyncio.to_thread(engine.images.list)
-    return web.json_response(
+    return json_response(
         {
             "ID": engine.id,
             "Containers": 0,
@@ -238,7 +238,7 @@ async def system_df(request: web.Request) -> web.Response:
     summaries: list[dict[str, Any]] = image_summaries(images, request, with_shared_size=True)
     for summary in summaries:
         summary["Containers"] = 0
-    return web.json_response(
+    return json_response(
         {
             "LayersSize": await asyncio.to_thread(engine.layers.usage),
             "Images": summaries,

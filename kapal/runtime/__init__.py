@@ -1,0 +1,1 @@
+"""Running containers: the OCI spec, the runtime, cgroups and the container monitor."""
