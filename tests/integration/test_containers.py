@@ -1,0 +1,302 @@
+"""Containers for real: crun/runc under conmon, driven by the kapal CLI, the docker CLI and docker-py."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KAPAL, Daemon
+
+
+def out(result: subprocess.CompletedProcess) -> str:
+    return result.stdout.decode()
+
+
+def err(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.decode()
+
+
+def inspect(daemon: Daemon, name: str, fmt: str) -> str:
+    return out(daemon.kapal("inspect", "--format", fmt, name)).strip()
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("runtime", ["crun", "runc"])
+def test_run_prints_and_exits_with_the_code(daemon: Daemon, busybox: str, runtime: str) -> None:
+    assert out(daemon.kapal("run", "--rm", "--runtime", runtime, "busybox", "echo", "hi")) == "hi\n"
+    result = daemon.kapal(
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+        check=False,
+    )
+    assert (result.returncode, out(result), err(result)) == (3, "out\n", "err\n")
+    assert out(daemon.kapal("ps", "-aq")) == ""
+
+
+def test_docker_cli_runs_containers(daemon: Daemon, busybox: str) -> None:
+    assert out(daemon.docker("run", "--rm", "busybox", "echo", "hi")) == "hi\n"
+    assert daemon.docker("run", "--rm", "busybox", "sh", "-c", "exit 7", check=False).returncode == 7
+    missing = daemon.docker("run", "--rm", "busybox", "no-such-binary", check=False)
+    assert missing.returncode == 127
+    assert "no-such-binary" in err(missing)
+    assert out(daemon.docker("ps", "-aq")) == ""
+    assert daemon.kapal("run", "--rm", "busybox", "no-such-binary", check=False).returncode == 127
+    piped = daemon.docker("run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z", input=b"shout\n")
+    assert out(piped) == "SHOUT\n"
+
+
+def _run_in_pty(argv: list[str], keystrokes: list[bytes]) -> tuple[int, bytes]:
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(argv[0], argv)
+    output = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal output
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                output += data
+
+    read_for(1.5)
+    for keys in keystrokes:
+        os.write(fd, keys)
+        read_for(1.5)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_interactive_tty_shell(daemon: Daemon, busybox: str) -> None:
+    code, output = _run_in_pty(
+        [KAPAL, "-H", daemon.host, "run", "-it", "--rm", "busybox", "sh"],
+        [b"echo tty is $(tty)\r", b"exit 9\r"],
+    )
+    assert code == 9
+    assert b"tty is /dev/pts/0" in output
+    docker = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else None
+    if docker:
+        code, output = _run_in_pty(
+            [docker, "-H", daemon.host, "run", "-it", "--rm", "busybox", "sh"],
+            [b"echo docker $((6*7))\r", b"exit 4\r"],
+        )
+        assert code == 4 and b"docker 42" in output
+
+
+def test_detached_logs_exec_stop_rm(daemon: Daemon, busybox: str) -> None:
+    container_id = out(
+        daemon.kapal(
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        )
+    ).strip()
+    assert len(container_id) == 64
+    wait_for(lambda: "tick 3" in out(daemon.kapal("logs", "ticker")))
+    ps = out(daemon.kapal("ps")).splitlines()
+    assert ps[0].split()[:3] == ["CONTAINER", "ID", "IMAGE"]
+    assert ps[1].startswith(container_id[:12]) and ps[1].endswith("ticker") and "Up " in ps[1]
+    assert out(daemon.kapal("logs", "--tail", "1", "ticker")).count("\n") == 1
+    assert out(daemon.docker("logs", "--tail", "2", "ticker")).count("tick") == 2
+    stamped = out(daemon.kapal("logs", "-t", "--tail", "1", "ticker"))
+    assert stamped[:4].isdigit() and "Z tick" in stamped
+    executed = daemon.kapal(
+        "exec", "ticker", "sh", "-c", "echo in-exec; cat /proc/1/cmdline; exit 5", check=False
+    )
+    assert executed.returncode == 5
+    assert out(executed).startswith("in-exec\nsh\0-c")
+    assert out(daemon.docker("exec", "-e", "X=from-exec", "ticker", "sh", "-c", "echo $X")) == "from-exec\n"
+    follower = subprocess.Popen([KAPAL, "-H", daemon.host, "logs", "-f", "ticker"], stdout=subprocess.PIPE)
+    daemon.kapal("stop", "ticker")
+    followed, _ = follower.communicate(timeout=15)
+    assert followed.decode().rstrip().endswith("bye")
+    assert inspect(daemon, "ticker", "{{.State.Status}} {{.State.ExitCode}}") == "exited 0"
+    assert out(daemon.kapal("ps", "-a", "--format", "{{.Names}} {{.Status}}")).startswith("ticker Exited (0)")
+    daemon.kapal("start", "ticker")
+    assert inspect(daemon, "ticker", "{{.State.Running}}") == "true"
+    refused = daemon.kapal("rm", "ticker", check=False)
+    assert refused.returncode == 1 and "container is running" in err(refused)
+    assert out(daemon.kapal("rm", "-f", "ticker")) == "ticker\n"
+    assert out(daemon.kapal("ps", "-aq")) == ""
+
+
+def test_isolation_from_inside(daemon: Daemon, busybox: str) -> None:
+    assert out(daemon.kapal("run", "--rm", "busybox", "cat", "/proc/1/cmdline")) == "cat\0/proc/1/cmdline\0"
+    assert out(daemon.kapal("run", "--rm", "-h", "inside", "busybox", "hostname")) == "inside\n"
+    mounts = out(daemon.kapal("run", "--rm", "busybox", "cat", "/proc/mounts"))
+    assert mounts.startswith("overlay / overlay")
+    assert "kapal-test" not in mounts.split("\n", 1)[1].split(" /etc")[0]  # host paths stay hidden
+    first = out(
+        daemon.kapal("run", "-d", "--name", "one", "busybox", "sh", "-c", "echo mine > /shared; sleep 60")
+    ).strip()
+    out(daemon.kapal("run", "-d", "--name", "two", "busybox", "sleep", "60"))
+    wait_for(lambda: daemon.kapal("exec", "one", "cat", "/shared", check=False).returncode == 0)
+    assert daemon.kapal("exec", "two", "cat", "/shared", check=False).returncode == 1
+    layers = json.loads(out(daemon.kapal("image", "inspect", "busybox")))[0]["GraphDriver"]["Data"][
+        "UpperDir"
+    ]
+    assert not (Path(layers) / "shared").exists()
+    assert (daemon.data_root / "containers" / first / "upper" / "shared").read_text() == "mine\n"
+    daemon.kapal("rm", "-f", "one", "two")
+
+
+def test_limits_and_seccomp(daemon: Daemon, busybox: str) -> None:
+    oom = daemon.kapal(
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 300m /dev/zero | tail",
+        check=False,
+    )
+    assert oom.returncode == 137
+    assert inspect(daemon, "hog", "{{.State.OOMKilled}}") == "true"
+    bomb = daemon.kapal(
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 40); do sleep 5 & done; echo spawned",
+        check=False,
+    )
+    assert "can't fork" in err(bomb)
+    blocked = daemon.kapal("run", "--rm", "busybox", "unshare", "-n", "true", check=False)
+    assert blocked.returncode != 0 and "Operation not permitted" in err(blocked)
+    assert daemon.kapal("run", "--rm", "--privileged", "busybox", "unshare", "-n", "true").returncode == 0
+    assert (
+        daemon.kapal(
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cap-add",
+            "SYS_ADMIN",
+            "busybox",
+            "unshare",
+            "-n",
+            "true",
+        ).returncode
+        == 0
+    )
+    nofile = int(out(daemon.kapal("run", "--rm", "busybox", "sh", "-c", "ulimit -n")))
+    assert 0 < nofile <= 20000 or nofile <= os.sysconf("SC_OPEN_MAX") * 1000
+
+
+def test_restart_policy_on_failure(daemon: Daemon, busybox: str) -> None:
+    daemon.kapal("run", "-d", "--name", "flaky", "--restart", "on-failure:3", "busybox", "sh", "-c", "exit 1")
+    wait_for(
+        lambda: inspect(daemon, "flaky", "{{.RestartCount}} {{.State.Status}}") == "3 exited", timeout=20
+    )
+
+
+def test_containers_outlive_a_killed_daemon(daemon: Daemon, busybox: str) -> None:
+    daemon.kapal(
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; sleep 60",
+    )
+    daemon.kapal("run", "-d", "--name", "always", "--restart", "always", "busybox", "sleep", "60")
+    pid = int(inspect(daemon, "counter", "{{.State.Pid}}"))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait()
+    daemon.process = None
+    time.sleep(2.5)  # the container keeps logging while no daemon runs
+    assert Path(f"/proc/{pid}").exists()
+    daemon.start()
+    assert inspect(daemon, "counter", "{{.State.Status}} {{.State.Pid}}") == f"running {pid}"
+    logs = out(daemon.kapal("logs", "counter")).splitlines()
+    assert logs == [f"line {i}" for i in range(40)]
+    waiter = subprocess.Popen([KAPAL, "-H", daemon.host, "wait", "counter"], stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    daemon.kapal("stop", "-t", "1", "counter")
+    assert waiter.communicate(timeout=15)[0] == b"137\n"
+    # A graceful daemon restart brings "always" containers back too.
+    daemon.kapal("kill", "always")
+    wait_for(lambda: inspect(daemon, "always", "{{.State.Running}}") == "true", timeout=10)
+    daemon.kapal("rm", "-f", "counter", "always")
+
+
+def test_container_errors_are_dockers(daemon: Daemon, busybox: str) -> None:
+    missing = daemon.kapal("stop", "nothere", check=False)
+    assert missing.returncode == 1 and "No such container: nothere" in err(missing)
+    daemon.kapal("create", "--name", "dup", "busybox")
+    taken = daemon.kapal("create", "--name", "dup", "busybox", check=False)
+    assert taken.returncode == 125 and 'The container name "/dup" is already in use' in err(taken)
+    not_running = daemon.kapal("kill", "dup", check=False)
+    assert not_running.returncode == 1 and "is not running" in err(not_running)
+    in_use = daemon.kapal("rmi", "busybox", check=False)
+    assert in_use.returncode == 1 and "is using its referenced image" in err(in_use)
+    daemon.kapal("rename", "dup", "renamed")
+    assert out(daemon.kapal("ps", "-a", "--format", "{{.Names}}")) == "renamed\n"
+    assert "Deleted Containers:" in out(daemon.kapal("container", "prune", "-f"))
+    assert out(daemon.kapal("ps", "-aq")) == ""
+
+
+def test_docker_py_containers(daemon: Daemon, busybox: str) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=daemon.host, version="auto")
+    assert client.containers.run("busybox", ["echo", "py"], remove=True) == b"py\n"
+    container = client.containers.run(
+        "busybox", ["sh", "-c", "echo started; sleep 30"], detach=True, name="py"
+    )
+    assert container.status in ("created", "running")
+    stream = container.logs(stream=True)
+    assert next(stream) == b"started\n"
+    code, output = container.exec_run(["sh", "-c", "echo exec; exit 2"])
+    assert (code, output) == (2, b"exec\n")
+    container.reload()
+    assert container.attrs["State"]["Running"] is True
+    container.kill()
+    assert container.wait(timeout=10)["StatusCode"] == 137
+    container.remove()
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get("py")
+    with pytest.raises(docker.errors.ContainerError):
+        client.containers.run("busybox", ["sh", "-c", "exit 3"], remove=True)
+    client.close()
