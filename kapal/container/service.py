@@ -224,7 +224,8 @@ class ContainerService:
 
     # -- start ---------------------------------------------------------------------------------
 
-    def _mount(self, container: Container) -> Path:
+    def mount_rootfs(self, container: Container) -> Path:
+        """Mount the container's root filesystem (if it is not) and return its path."""
         directory = self.path(container)
         target = directory / "rootfs"
         if not rootfs.is_mounted(target):
@@ -246,7 +247,7 @@ class ContainerService:
     def _start(self, container: Container) -> None:
         directory = self.path(container)
         runtime = self.runtime(container.runtime)
-        target = self._mount(container)
+        target = self.mount_rootfs(container)
         try:
             hc = container.host_config
             hostname = container.config.get("Hostname") or container.id[:12]
@@ -274,7 +275,8 @@ class ContainerService:
                 cgroups.cgroups_path(container.id),
             )
             _write_json(directory / "config.json", spec)
-            runtime.delete(container.id)  # left over from a crash, if any
+            if (runtime.root / container.id).exists():
+                runtime.delete(container.id)  # left over from a crash
             launched = monitor.launch_container(
                 runtime,
                 container.id,
@@ -410,6 +412,11 @@ class ContainerService:
                 self.remove(container.id, force=True)
             except KapalError as error:
                 log.warning("auto-removing %s failed: %s", container.short_id, error)
+
+    def unmount_rootfs(self, container: Container) -> None:
+        """Unmount a stopped container's root filesystem (a running one keeps it)."""
+        if not container.running:
+            rootfs.unmount(self.path(container) / "rootfs")
 
     def _cleanup_runtime(self, container: Container) -> None:
         try:
