@@ -62,7 +62,9 @@ def measure(peer: Peer, docker: str, runs: int, many: int) -> dict[str, float]:
         [docker, "-H", host, "run", "--rm", "--network", "none", "busybox", "true"], runs
     )
     if isinstance(peer, Kapald):
-        results["kapal run --rm"] = timed([KAPAL, "-H", host, "run", "--rm", "--network", "none", "busybox", "true"], runs)
+        results["kapal run --rm"] = timed(
+            [KAPAL, "-H", host, "run", "--rm", "--network", "none", "busybox", "true"], runs
+        )
     results["run -d + rm -f"] = cycle(docker, host, runs)
     ids = []
     for _ in range(many):
@@ -104,11 +106,15 @@ def main() -> int:
             peer.stop()
     (base / "busybox.tar").unlink(missing_ok=True)
     base.rmdir()
-    names = sorted({key for results in table.values() for key in results}, key=lambda k: (k.startswith("rss"), k))
+    names = sorted(
+        {key for results in table.values() for key in results}, key=lambda k: (k.startswith("rss"), k)
+    )
     print(f"{'measure':<26}" + "".join(f"{peer:>12}" for peer in table))
     for name in names:
         cells = "".join(
-            f"{table[peer][name] * (1 if name.startswith('rss') else 1000):>12.1f}" if name in table[peer] else f"{'':>12}"
+            f"{table[peer][name] * (1 if name.startswith('rss') else 1000):>12.1f}"
+            if name in table[peer]
+            else f"{'':>12}"
             for peer in table
         )
         unit = "" if name.startswith("rss") else " (ms)"
@@ -117,7 +123,8 @@ def main() -> int:
         kapald, dockerd = table["kapald"], table["dockerd"]
         for name, target in TARGETS.items():
             ratio = kapald[name] / dockerd[name]
-            print(f"{name}: kapald/dockerd = {ratio:.2f} (target <= {target}): {'met' if ratio <= target else 'NOT met'}")
+            verdict = "met" if ratio <= target else "NOT met"
+            print(f"{name}: kapald/dockerd = {ratio:.2f} (target <= {target}): {verdict}")
         ratio = kapald["kapal run --rm"] / kapald["docker run --rm"]
         print(f"kapal run --rm vs docker run --rm against kapald: {ratio:.2f} (target <= 1.2)")
     return 0

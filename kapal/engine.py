@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from kapal.container.exec import ExecService
+from kapal.container.health import HealthMonitor
 from kapal.container.service import ContainerService, RuntimeOptions
 from kapal.content.lease import LeaseRegistry
 from kapal.content.store import ContentStore
@@ -72,6 +73,7 @@ class Engine:
     def execs(self) -> ExecService:
         if self._execs is None:
             self._execs = ExecService(self.containers)
+            self.containers.listeners.append(HealthMonitor(self.containers, self._execs))
         return self._execs
 
     def _engine_id(self) -> str:
@@ -87,6 +89,7 @@ class Engine:
 
     def recover(self) -> None:
         """Clear what a crash left half-done, and pick up the containers that kept running."""
+        self.execs  # noqa: B018 - wires the health monitor before containers are picked up
         self.containers.recover()
         ingests = self.content.remove_abandoned_ingests()
         self.layers.remove_abandoned()

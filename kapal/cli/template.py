@@ -1239,7 +1239,7 @@ def _parse_int(s: str) -> int | None:
 
 def _parse_float(s: str) -> float | None:
     """``strconv.ParseFloat(s, 64)``; None on syntax or range errors."""
-    from kapal.cli.units import _go_parse_float  # both modules are cheap
+    from kapal.units import _go_parse_float  # both modules are cheap
 
     try:
         return _go_parse_float(s)

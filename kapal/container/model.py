@@ -130,7 +130,7 @@ class Container:
 
     def status_text(self, now: float | None = None) -> str:
         """``docker ps``'s STATUS column."""
-        from kapal.cli.units import human_duration
+        from kapal.units import human_duration
 
         now = now or time.time()
         status = self.state.status

@@ -109,6 +109,8 @@ class ContainerService:
         self._stopping: set[str] = set()
         self._runtimes: dict[str, OCIRuntime] = {}
         self.watcher = ExitWatcher(self._on_monitor_exit)
+        # Told when a container starts and when it stops (health checks); each has started()/stopped().
+        self.listeners: list[Any] = []
         images.image_users = self.image_users
         for row in db.query("SELECT record FROM containers"):
             container = Container.from_record(row["record"])
@@ -274,6 +276,8 @@ class ContainerService:
                 self.host,
                 cgroups.cgroups_path(container.id),
             )
+            if hc.get("Init"):
+                _add_init(spec)
             _write_json(directory / "config.json", spec)
             if (runtime.root / container.id).exists():
                 runtime.delete(container.id)  # left over from a crash
@@ -286,6 +290,7 @@ class ContainerService:
                 container.tty,
                 bool(container.config.get("OpenStdin")),
                 stdin_once=bool(container.config.get("StdinOnce")),
+                log_size_max=_log_size_max(container),
             )
         except KapalError as error:
             self._start_failed(container, error)
@@ -319,7 +324,14 @@ class ContainerService:
         except KapalError as error:
             runtime.kill(container.id, signals.SIGKILL)
             raise StartError(str(error)) from None
+        for listener in self.listeners:
+            listener.started(container)
         self.events.publish("container", "start", container.id, **self._event_attributes(container))
+
+    def save_state(self, container: Container) -> None:
+        with self._lock:
+            if container.id in self._containers:
+                self._save(container)
 
     def _start_failed(self, container: Container, error: KapalError) -> None:
         text = str(error)
@@ -382,6 +394,8 @@ class ContainerService:
             container = self._containers.get(container_id)
             if container is None or container.state.status not in (RUNNING, PAUSED, RESTARTING):
                 return
+        for listener in self.listeners:
+            listener.stopped(container)
         directory = self.path(container)
         code = monitor.read_exit(directory)
         oom = monitor.oom_killed(directory)
@@ -653,6 +667,8 @@ class ContainerService:
                 if _is_conmon(container.state.conmon_pid, container.id) and self.watcher.watch(
                     container.state.conmon_pid, container.id
                 ):
+                    for listener in self.listeners:
+                        listener.started(container)
                     continue
                 self._on_monitor_exit(container.id)
             elif status == RESTARTING:
@@ -721,6 +737,35 @@ def _merged_config(image_config: dict[str, Any], body: dict[str, Any], image_nam
         config["Healthcheck"] = image_config["Healthcheck"]
     config["Image"] = image_name
     return config
+
+
+def _add_init(spec: dict[str, Any]) -> None:
+    """``--init``: tini as PID 1, bind-mounted where Docker puts its docker-init."""
+    tini = shutil.which("tini-static") or shutil.which("docker-init")
+    if tini is None:
+        raise InvalidArgument("--init needs tini-static on the host (apt-get install tini)")
+    spec["mounts"].append(
+        {
+            "destination": "/sbin/docker-init",
+            "type": "bind",
+            "source": tini,
+            "options": ["rbind", "ro", "rprivate"],
+        }
+    )
+    spec["process"]["args"] = ["/sbin/docker-init", "--", *spec["process"]["args"]]
+
+
+def _log_size_max(container: Container) -> int | None:
+    """json-file's ``max-size``: conmon keeps the log under it by truncating (no ``max-file``)."""
+    value = ((container.host_config.get("LogConfig") or {}).get("Config") or {}).get("max-size")
+    if not value:
+        return None
+    from kapal.units import from_human_size
+
+    try:
+        return from_human_size(value)
+    except ValueError as error:
+        raise InvalidArgument(f"invalid max-size {value!r}: {error}") from None
 
 
 def _logs_enabled(container: Container) -> bool:

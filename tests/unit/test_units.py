@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from kapal.cli.units import (
+from kapal.units import (
     bytes_size,
     from_human_size,
     human_duration,

@@ -9,7 +9,7 @@ import threading
 import time
 
 from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
-from kapal.cli.units import human_duration, human_size, parse_size
+from kapal.units import human_duration, human_size, parse_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

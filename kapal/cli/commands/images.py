@@ -8,7 +8,7 @@ import sys
 import time
 
 from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
-from kapal.cli.units import human_size, human_size_with_precision, time_ago
+from kapal.units import human_size, human_size_with_precision, time_ago
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:

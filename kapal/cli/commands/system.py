@@ -8,7 +8,7 @@ import sys
 from kapal import __version__
 from kapal.cli.client import API_VERSION, ConnectError, DaemonError
 from kapal.cli.common import CommandError, Context, output_rows, parser, sorted_row
-from kapal.cli.units import human_size_with_precision
+from kapal.units import human_size_with_precision
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def info(ctx: Context, prog: str, args: list[str]) -> int:
 
 
 def _bytes_size(n: float) -> str:
-    from kapal.cli.units import bytes_size
+    from kapal.units import bytes_size
 
     return bytes_size(n)
 
