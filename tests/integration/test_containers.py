@@ -300,3 +300,39 @@ def test_docker_py_containers(daemon: Daemon, busybox: str) -> None:
     with pytest.raises(docker.errors.ContainerError):
         client.containers.run("busybox", ["sh", "-c", "exit 3"], remove=True)
     client.close()
+
+
+def test_health_checks_init_and_ps_filters(daemon: Daemon, busybox: str) -> None:
+    daemon.kapal(
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--health-cmd",
+        "test -f /tmp/ready",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "1",
+        "--label",
+        "role=web",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ready; sleep 60",
+    )
+    wait_for(lambda: inspect(daemon, "checked", "{{.State.Health.Status}}") == "unhealthy", timeout=5)
+    wait_for(lambda: inspect(daemon, "checked", "{{.State.Health.Status}}") == "healthy", timeout=10)
+    assert out(daemon.kapal("ps", "--format", "{{.Status}}")).strip().endswith("(healthy)")
+    daemon.kapal("run", "--name", "done", "busybox", "true")
+    assert out(daemon.kapal("ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}")) == "done\n"
+    assert out(daemon.kapal("ps", "--filter", "label=role=web", "--format", "{{.Names}}")) == "checked\n"
+    assert (
+        out(daemon.kapal("ps", "-a", "--filter", "exited=0", "-q")).strip()
+        == inspect(daemon, "done", "{{.Id}}")[:12]
+    )
+    assert out(daemon.kapal("ps", "-a", "--filter", "ancestor=busybox", "-q")).count("\n") == 2
+    assert out(daemon.kapal("ps", "--filter", "health=healthy", "--format", "{{.Names}}")) == "checked\n"
+    processes = out(daemon.kapal("run", "--rm", "--init", "busybox", "cat", "/proc/1/cmdline"))
+    assert processes.startswith("/sbin/docker-init\0--\0cat")
+    daemon.kapal("rm", "-f", "checked", "done")

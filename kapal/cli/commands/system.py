@@ -269,9 +269,16 @@ def df(ctx: Context, prog: str, args: list[str]) -> int:
             {
                 "Type": "Containers",
                 "TotalCount": str(len(containers)),
-                "Active": "0",
-                "Size": human_size(0),
-                "Reclaimable": human_size(0),
+                "Active": str(
+                    sum(1 for c in containers if c.get("State") in ("running", "paused", "restarting"))
+                ),
+                "Size": human_size(sum(c.get("SizeRw", 0) for c in containers)),
+                "Reclaimable": _reclaimable(
+                    sum(
+                        c.get("SizeRw", 0) for c in containers if c.get("State") not in ("running", "paused")
+                    ),
+                    sum(c.get("SizeRw", 0) for c in containers),
+                ),
             },
             {
                 "Type": "Local Volumes",

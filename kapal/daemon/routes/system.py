@@ -13,6 +13,7 @@ from aiohttp import web
 from kapal import __version__
 from kapal.daemon.app import API_VERSION, ENGINE, MIN_API_VERSION, Routes, json_response
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
+from kapal.daemon.routes.containers import summary as summary_of
 from kapal.daemon.routes.images import image_summaries
 from kapal.daemon.streams import json_line
 from kapal.errors import InvalidArgument
@@ -90,13 +91,14 @@ def _cgroup_version() -> str:
 async def info(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     images = await asyncio.to_thread(engine.images.list)
+    containers = engine.containers.list()
     return json_response(
         {
             "ID": engine.id,
-            "Containers": 0,
-            "ContainersRunning": 0,
-            "ContainersPaused": 0,
-            "ContainersStopped": 0,
+            "Containers": len(containers),
+            "ContainersRunning": sum(1 for c in containers if c.state.status == "running"),
+            "ContainersPaused": sum(1 for c in containers if c.state.status == "paused"),
+            "ContainersStopped": sum(1 for c in containers if c.state.status not in ("running", "paused")),
             "Images": len(images),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
@@ -236,13 +238,16 @@ async def system_df(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     images = await asyncio.to_thread(engine.images.list)
     summaries: list[dict[str, Any]] = image_summaries(images, request, with_shared_size=True)
+    service = engine.containers
+    containers = service.list()
     for summary in summaries:
-        summary["Containers"] = 0
+        summary["Containers"] = sum(1 for c in containers if c.image_id == summary["Id"])
+    container_summaries = await asyncio.to_thread(lambda: [summary_of(c, service, True) for c in containers])
     return json_response(
         {
             "LayersSize": await asyncio.to_thread(engine.layers.usage),
             "Images": summaries,
-            "Containers": [],
+            "Containers": container_summaries,
             "Volumes": [],
             "BuildCache": [],
         }
