@@ -111,6 +111,9 @@ class ContainerService:
         self.watcher = ExitWatcher(self._on_monitor_exit)
         # Told when a container starts and when it stops (health checks); each has started()/stopped().
         self.listeners: list[Any] = []
+        # Sets up a container's network once its process (and network namespace) exists, before the
+        # process runs: ``attach(container, pid) -> NetworkSettings dict`` and ``detach(container)``.
+        self.network: Any = None
         images.image_users = self.image_users
         for row in db.query("SELECT record FROM containers"):
             container = Container.from_record(row["record"])
@@ -319,6 +322,15 @@ class ContainerService:
         if not self.watcher.watch(launched.conmon_pid, container.id):
             self._on_monitor_exit(container.id)
             return
+        if self.network is not None:
+            try:
+                settings = self.network.attach(container, launched.pid)
+            except KapalError as error:
+                runtime.kill(container.id, signals.SIGKILL)
+                raise StartError(f"setting up the network: {error}") from None
+            with self._lock:
+                container.network_settings = settings or {}
+                self._save(container)
         try:
             runtime.start(container.id)
         except KapalError as error:
@@ -433,6 +445,11 @@ class ContainerService:
             rootfs.unmount(self.path(container) / "rootfs")
 
     def _cleanup_runtime(self, container: Container) -> None:
+        if self.network is not None:
+            try:
+                self.network.detach(container)
+            except KapalError as error:
+                log.warning("releasing the network of %s: %s", container.short_id, error)
         try:
             self.runtime(container.runtime).delete(container.id)
         except KapalError as error:
