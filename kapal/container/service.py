@@ -450,10 +450,12 @@ class ContainerService:
                 self.network.detach(container)
             except KapalError as error:
                 log.warning("releasing the network of %s: %s", container.short_id, error)
-        try:
-            self.runtime(container.runtime).delete(container.id)
-        except KapalError as error:
-            log.warning("deleting %s from the runtime: %s", container.short_id, error)
+        runtime = self.runtime(container.runtime)
+        if (runtime.root / container.id).exists():
+            try:
+                runtime.delete(container.id)
+            except KapalError as error:
+                log.warning("deleting %s from the runtime: %s", container.short_id, error)
         try:
             rootfs.unmount(self.path(container) / "rootfs")
         except KapalError as error:
@@ -526,12 +528,33 @@ class ContainerService:
             container.require(RUNNING, PAUSED, action="kill")
         if container.state.status == PAUSED and number == signals.SIGKILL:
             self._stopping.add(container.id)
-        self.runtime(container.runtime).kill(container.id, number)
+        self._signal(container, number)
         if container.state.status == PAUSED and number == signals.SIGKILL:
             self.runtime(container.runtime).resume(container.id)
         self.events.publish(
             "container", "kill", container.id, **self._event_attributes(container, signal=str(number))
         )
+
+    def _signal(self, container: Container, number: int) -> None:
+        """Signal the container's first process, as ``<runtime> kill`` would, without spawning one.
+
+        A pidfd makes it race-free: a recycled PID is never signalled by mistake.
+        """
+        pid = container.state.pid
+        if pid > 0:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return
+            try:
+                if _is_container_init(pid, container.state.conmon_pid):
+                    signals.pidfd_send_signal(fd, number)
+                    return
+            except ProcessLookupError:
+                return
+            finally:
+                os.close(fd)
+        self.runtime(container.runtime).kill(container.id, number)
 
     def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         container = self.get(ref)
@@ -562,13 +585,13 @@ class ContainerService:
         runtime = self.runtime(container.runtime)
         if container.state.status == PAUSED:
             runtime.resume(container.id)
-        runtime.kill(container.id, number)
+        self._signal(container, number)
         try:
             exited.result(timeout=None if timeout == -1 else timeout)
             return
         except concurrent.futures.TimeoutError:
             pass
-        runtime.kill(container.id, signals.SIGKILL)
+        self._signal(container, signals.SIGKILL)
         try:
             exited.result(timeout=10)
         except concurrent.futures.TimeoutError:
@@ -629,7 +652,7 @@ class ContainerService:
             try:
                 if container.state.status == PAUSED:
                     self.runtime(container.runtime).resume(container.id)
-                self.runtime(container.runtime).kill(container.id, signals.SIGKILL)
+                self._signal(container, signals.SIGKILL)
                 exited.result(timeout=30)
             finally:
                 self._stopping.discard(container.id)
@@ -805,6 +828,16 @@ def _is_conmon(pid: int, container_id: str) -> bool:
     except OSError:
         return False
     return b"conmon" in cmdline and container_id.encode() in cmdline
+
+
+def _is_container_init(pid: int, conmon_pid: int) -> bool:
+    """Whether *pid* still is the container's first process (a child of its conmon)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return int(fields[1]) == conmon_pid
 
 
 def _tree_size(path: Path) -> int:
