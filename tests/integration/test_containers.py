@@ -336,3 +336,23 @@ def test_health_checks_init_and_ps_filters(daemon: Daemon, busybox: str) -> None
     processes = out(daemon.kapal("run", "--rm", "--init", "busybox", "cat", "/proc/1/cmdline"))
     assert processes.startswith("/sbin/docker-init\0--\0cat")
     daemon.kapal("rm", "-f", "checked", "done")
+
+
+def test_docker_py_attach_and_events(daemon: Daemon, busybox: str) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=daemon.host, version="auto")
+    container = client.containers.create("busybox", ["sh", "-c", "sleep 0.5; echo one; echo two >&2"])
+    stream = container.attach(stream=True, logs=True, stdout=True, stderr=True)
+    container.start()
+    assert b"".join(stream) == b"one\ntwo\n"
+    assert container.wait(timeout=10)["StatusCode"] == 0
+    since = int(time.time()) - 5
+    container.remove()
+    actions = [
+        event["Action"]
+        for event in client.events(
+            since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container"}
+        )
+    ]
+    assert "destroy" in actions
+    client.close()
