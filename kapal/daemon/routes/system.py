@@ -65,7 +65,8 @@ async def version(request: web.Request) -> web.Response:
         {
             "Platform": {"Name": f"kapal Engine {__version__}"},
             "Components": [
-                {"Name": "Engine", "Version": __version__, "Details": details},
+                # Component details are strings, the top-level Experimental a bool (as dockerd sends them).
+                {"Name": "Engine", "Version": __version__, "Details": {**details, "Experimental": "false"}},
             ],
             "Version": __version__,
             **details,
