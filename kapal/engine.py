@@ -22,6 +22,7 @@ from kapal.events import EventBus
 from kapal.image.layers import LayerStore
 from kapal.image.store import ImageStore
 from kapal.metadata import Database
+from kapal.network.service import NetworkOptions, NetworkService
 
 log = logging.getLogger("kapald")
 
@@ -32,6 +33,7 @@ class Engine:
         data_root: str | os.PathLike,
         exec_root: str | os.PathLike | None = None,
         runtime_options: RuntimeOptions | None = None,
+        network_options: NetworkOptions | None = None,
     ) -> None:
         self.root = Path(data_root)
         self.exec_root = Path(exec_root) if exec_root else self.root / "exec"
@@ -51,8 +53,10 @@ class Engine:
         self.events = EventBus()
         self.images = ImageStore(self.db, self.content, self.layers, self.events)
         self._runtime_options = runtime_options or RuntimeOptions()
+        self._network_options = network_options or NetworkOptions()
         self._containers: ContainerService | None = None
         self._execs: ExecService | None = None
+        self._networks: NetworkService | None = None
 
     @property
     def containers(self) -> ContainerService:
@@ -67,7 +71,16 @@ class Engine:
                 self.events,
                 self._runtime_options,
             )
+            self._containers.network = self.networks
+            self.networks.containers = self._containers
         return self._containers
+
+    @property
+    def networks(self) -> NetworkService:
+        """Networks and published ports; the host's network is untouched until a container needs it."""
+        if self._networks is None:
+            self._networks = NetworkService(self.db, self._network_options)
+        return self._networks
 
     @property
     def execs(self) -> ExecService:
@@ -90,7 +103,9 @@ class Engine:
     def recover(self) -> None:
         """Clear what a crash left half-done, and pick up the containers that kept running."""
         self.execs  # noqa: B018 - wires the health monitor before containers are picked up
+        self.networks.recover()  # adopt bridges and rules of containers that outlived the last daemon
         self.containers.recover()
+        self.networks.drop_stale({c.id for c in self.containers.list() if c.running})
         ingests = self.content.remove_abandoned_ingests()
         self.layers.remove_abandoned()
         blobs, layers = self.images.collect_garbage()
@@ -105,5 +120,7 @@ class Engine:
     def close(self) -> None:
         if self._containers is not None:
             self._containers.close()
+        if self._networks is not None:
+            self._networks.close()
         self.db.close()
         os.close(self._lock_fd)

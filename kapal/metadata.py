@@ -61,6 +61,52 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX containers_image ON containers(image_id);
     """,
+    """
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,             -- always 'local' (no volume plugins)
+        labels TEXT,                      -- JSON object, or NULL when none were given
+        options TEXT,                     -- JSON object of driver options, or NULL
+        created REAL NOT NULL
+    );
+    -- A container's mount points (Docker's MountPoints): what it mounts where. A volume named
+    -- here is in use; rows go when the container is removed (no foreign key: the containers
+    -- table is written with INSERT OR REPLACE, which would cascade a delete on every save).
+    CREATE TABLE mount_points (
+        container_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',    -- the volume's name; '' for bind and tmpfs mounts
+        record TEXT NOT NULL,             -- the mount point (JSON)
+        PRIMARY KEY (container_id, destination)
+    );
+    CREATE INDEX mount_points_name ON mount_points(name);
+    """,
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,             -- bridge, host, null
+        subnet TEXT NOT NULL,             -- '' for host and null
+        gateway TEXT NOT NULL,
+        bridge TEXT NOT NULL,             -- the Linux bridge's name, '' for host and null
+        created TEXT NOT NULL,
+        last_address TEXT NOT NULL DEFAULT '',  -- round-robin cursor of the allocator
+        record TEXT NOT NULL              -- labels, options, internal, attachable (JSON)
+    );
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        container_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        host_ifname TEXT NOT NULL,        -- the host end of the container's veth
+        ifname TEXT NOT NULL,             -- its name inside the container (eth0, eth1, ...)
+        ports TEXT NOT NULL DEFAULT '[]', -- published ports (JSON list of PortMapping)
+        UNIQUE (network_id, container_id),
+        UNIQUE (network_id, address)
+    );
+    CREATE INDEX endpoints_container ON endpoints(container_id);
+    """,
 ]
 
 

@@ -6,7 +6,9 @@ directory and is stopped (and its directory removed) when the test ends.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -60,6 +62,10 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        config = self.base / "daemon.json"
+        if not config.exists():
+            # Its own bridge (and so its own nftables table) per daemon: test daemons run side by side.
+            config.write_text(json.dumps({"bridge": "kt" + secrets.token_hex(4)}))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -155,6 +161,29 @@ def clean_up_after(base: Path) -> None:
         targets = [line.split()[1] for line in mounts if line.split()[1].startswith(str(base))]
     for target in sorted(targets, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
+    remove_networks(base)
+
+
+def remove_networks(base: Path) -> None:
+    """The bridges and the nftables table of the test's daemon, when a failing test left them."""
+    import sqlite3
+
+    try:
+        bridge = json.loads((base / "daemon.json").read_text()).get("bridge")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not bridge:
+        return  # never touch a default-named bridge: it may be a real daemon's
+    names = [bridge]
+    try:
+        with sqlite3.connect(base / "data" / "kapal.db") as db:
+            names += [row[0] for row in db.execute("SELECT bridge FROM networks WHERE bridge != ''")]
+    except sqlite3.Error:
+        pass
+    subprocess.run(["nft", "delete", "table", "ip", f"kapal-{bridge}"], capture_output=True)
+    for name in set(names):
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+    Path(f"/run/kapal-networks/{bridge}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ Common Commands:
 Management Commands:
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage kapal
 
 Commands:
@@ -37,6 +38,7 @@ Commands:
   load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
   rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers
@@ -60,6 +62,7 @@ Run 'kapal COMMAND --help' for more information on a command.
 _CONTAINERS = "kapal.cli.commands.containers"
 _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
+_NETWORKS = "kapal.cli.commands.networks"
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
 _CONTAINER_VERBS = [
@@ -92,6 +95,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "save": (_IMAGES, "save"),
     "import": (_IMAGES, "import_"),
     "inspect": (_IMAGES, "inspect"),
+    "port": (_NETWORKS, "port"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "container": {
@@ -102,6 +106,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "inspect": (_CONTAINERS, "inspect"),
         "prune": (_CONTAINERS, "prune"),
         "exec": (_CONTAINERS, "exec_"),
+        "port": (_NETWORKS, "port"),
     },
     "image": {
         "ls": (_IMAGES, "images"),
@@ -115,6 +120,17 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "save": (_IMAGES, "save"),
         "import": (_IMAGES, "import_"),
         "prune": (_IMAGES, "prune"),
+    },
+    "network": {
+        "create": (_NETWORKS, "create"),
+        "ls": (_NETWORKS, "ls"),
+        "list": (_NETWORKS, "ls"),
+        "inspect": (_NETWORKS, "inspect"),
+        "rm": (_NETWORKS, "rm"),
+        "remove": (_NETWORKS, "rm"),
+        "prune": (_NETWORKS, "prune"),
+        "connect": (_NETWORKS, "connect"),
+        "disconnect": (_NETWORKS, "disconnect"),
     },
     "system": {
         "df": (_SYSTEM, "df"),

@@ -194,7 +194,10 @@ class ContainerService:
                         )
             else:
                 name = names.generate(lambda n: any(c.name == n for c in self._containers.values()))
-            host_config.setdefault("NetworkMode", "none")
+            if host_config.get("NetworkMode") in (None, "", "default"):
+                host_config["NetworkMode"] = "bridge"
+            if self.network is not None:
+                self.network.check_mode(host_config)  # an unknown network fails create, as in dockerd
             host_config["Runtime"] = runtime_name
             container = Container(
                 id=container_id,
@@ -256,6 +259,7 @@ class ContainerService:
         try:
             hc = container.host_config
             hostname = container.config.get("Hostname") or container.id[:12]
+            addresses = self.network.prepare(container) if self.network is not None else []
             etc = write_etc_files(
                 directory,
                 hostname,
@@ -265,6 +269,7 @@ class ContainerService:
                 hc.get("Dns") or [],
                 hc.get("DnsSearch") or [],
                 hc.get("DnsOptions") or [],
+                addresses=addresses,
             )
             image_config = (self.images.get_by_id(container.image_id).config.get("config")) or {}
             create_body = dict(container.config)

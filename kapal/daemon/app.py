@@ -114,7 +114,7 @@ class Routes:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from kapal.daemon.routes import containers, execs, images, system
+    from kapal.daemon.routes import containers, execs, images, networks, system
 
     app = web.Application(middlewares=[api_middleware], client_max_size=1 << 40)
     app[ENGINE] = engine
@@ -124,4 +124,5 @@ def create_app(engine: Engine) -> web.Application:
     images.register(routes)
     containers.register(routes)
     execs.register(routes)
+    networks.register(routes)
     return app

@@ -35,6 +35,8 @@ PASSTHROUGH_KEYS = {
     "registry-mirrors",
     "insecure-registries",
     "bip",
+    "bridge",
+    "mtu",
     "default-address-pools",
     "max-concurrent-downloads",
     "max-concurrent-uploads",

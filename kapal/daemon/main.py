@@ -37,6 +37,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
     from kapal.container.service import RuntimeOptions
     from kapal.daemon.app import create_app
     from kapal.engine import Engine
+    from kapal.network.service import NetworkOptions
     from kapal.runtime import cgroups
 
     sockets = cfg.socket_paths()
@@ -51,7 +52,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
                 ", ".join(layout.unified_controllers),
             )
             options.default_runtime = "runc"
-    engine = Engine(cfg.data_root, cfg.exec_root, options)
+    engine = Engine(cfg.data_root, cfg.exec_root, options, NetworkOptions.from_config(cfg.extra))
     Path(cfg.exec_root).mkdir(parents=True, exist_ok=True)
     _write_pidfile(cfg.pidfile_path)
     await asyncio.to_thread(engine.recover)

@@ -747,6 +747,7 @@ def _ellipsis(text: str, width: int) -> str:
 
 def ps_rows(containers: list[dict[str, Any]], no_trunc: bool, size: bool) -> list[dict[str, Any]]:
     from kapal.cli.commands.images import go_time
+    from kapal.cli.commands.networks import format_ports
 
     rows = []
     now = time.time()
@@ -764,7 +765,7 @@ def ps_rows(containers: list[dict[str, Any]], no_trunc: bool, size: bool) -> lis
             "RunningFor": human_duration(now - c.get("Created", now)) + " ago",
             "Status": c.get("Status", ""),
             "State": c.get("State", ""),
-            "Ports": "",
+            "Ports": format_ports(c.get("Ports") or []),
             "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
             "Mounts": "",

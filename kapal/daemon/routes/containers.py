@@ -19,6 +19,7 @@ from kapal.container.service import NotModified
 from kapal.daemon.app import ENGINE, Routes, json_response
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
 from kapal.daemon.hijack import STDERR, STDOUT, HijackedConnection, hijack
+from kapal.daemon.routes.networks import network_settings_json, ports_summary
 from kapal.daemon.streams import frame_log_entry, iterate_in_thread
 from kapal.errors import InvalidArgument, KapalError, NotFound
 
@@ -28,7 +29,7 @@ HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "Binds": None,
     "ContainerIDFile": "",
     "LogConfig": {"Type": "json-file", "Config": {}},
-    "NetworkMode": "none",
+    "NetworkMode": "bridge",
     "PortBindings": {},
     "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
     "AutoRemove": False,
@@ -92,47 +93,6 @@ def command_line(container: Container) -> str:
     return " ".join(container.args)
 
 
-def network_settings(container: Container) -> dict[str, Any]:
-    mode = container.host_config.get("NetworkMode") or "none"
-    return {
-        "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "Ports": {},
-        "HairpinMode": False,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": {
-            mode: {
-                "IPAMConfig": None,
-                "Links": None,
-                "Aliases": None,
-                "MacAddress": "",
-                "NetworkID": "",
-                "EndpointID": "",
-                "Gateway": "",
-                "IPAddress": "",
-                "IPPrefixLen": 0,
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
-                "DriverOpts": None,
-                "DNSNames": None,
-            }
-        },
-    }
-
-
 def summary(container: Container, service: Any, with_size: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Id": container.id,
@@ -141,12 +101,12 @@ def summary(container: Container, service: Any, with_size: bool = False) -> dict
         "ImageID": container.image_id,
         "Command": command_line(container),
         "Created": int(parse_rfc3339(container.created)),
-        "Ports": [],
+        "Ports": ports_summary(container),
         "Labels": container.labels,
         "State": container.state.status,
         "Status": container.status_text(),
-        "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode") or "none"},
-        "NetworkSettings": {"Networks": network_settings(container)["Networks"]},
+        "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode") or "bridge"},
+        "NetworkSettings": {"Networks": network_settings_json(container)["Networks"]},
         "Mounts": [],
     }
     if with_size:
@@ -192,7 +152,7 @@ def inspect_json(container: Container, service: Any, with_size: bool = False) ->
         },
         "Mounts": [],
         "Config": container.config,
-        "NetworkSettings": network_settings(container),
+        "NetworkSettings": network_settings_json(container),
     }
     if with_size:
         out["SizeRw"] = service.usage(container)

@@ -1,0 +1,648 @@
+"""The network service: Docker's networks (bridge, host, none, user-defined bridges) and published ports.
+
+The container service calls three hooks around a container's life:
+
+* ``prepare(container) -> [address]`` before its /etc files are written, so /etc/hosts can name
+  the container's own address (the address is allocated here, the kernel is not touched);
+* ``attach(container, pid) -> NetworkSettings`` once the process (and its network namespace) exists
+  but before it runs: veth into the namespace, host ports reserved, NAT rules loaded;
+* ``detach(container)`` when it exits or is removed: everything attach made is undone.
+
+Kernel state (bridges, the nftables table) is created lazily, on the first container that needs it,
+so a daemon that never runs a bridged container never touches the host's network. On shutdown it is
+removed when no container still runs; when some do (they outlive kapald, as with Docker's
+live-restore), it is left for them and the next daemon adopts it (``recover``).
+
+One lock serializes every change: network changes are rare and short next to a container start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kapal.container.model import Container, now_rfc3339
+from kapal.errors import Conflict, Forbidden, InvalidArgument, KapalError, NotFound
+from kapal.metadata import Database
+from kapal.network import bridge as links
+from kapal.network.ipam import IPAM, Endpoint, Network, PortMapping
+from kapal.network.nat import EPHEMERAL_RANGE, Forward, NatTable, PortReservations, Subnet
+
+log = logging.getLogger("kapald")
+
+BUILTIN = ("bridge", "host", "none")
+PASSIVE_MODES = ("none", "host")  # no endpoint: lo only, or the host's own stack
+
+
+@dataclass
+class NetworkOptions:
+    """daemon.json's network keys: ``bridge`` (name of the default bridge), ``bip``, ``mtu``.
+
+    The default subnet is the first /24 of ``pool`` that overlaps no route on the host: 10.89.0.0/16
+    collides with neither Docker's 172.17.0.0/16 nor Podman's 10.88.0.0/16, and the route check keeps
+    two kapalds (each with its own bridge) from picking the same one.
+    """
+
+    bridge: str = "kapal0"
+    bip: str = ""  # "10.89.0.1/24": gateway address and prefix of the default bridge
+    mtu: int = 1500
+    pool: str = "10.89.0.0/16"
+    lock_dir: Path = Path("/run/kapal-networks")
+
+    @classmethod
+    def from_config(cls, extra: dict[str, Any]) -> NetworkOptions:
+        options = cls()
+        if extra.get("bridge"):
+            options.bridge = str(extra["bridge"])
+        if len(options.bridge) > 15:
+            raise InvalidArgument(f"bridge name {options.bridge!r} is longer than 15 characters")
+        if extra.get("bip"):
+            options.bip = str(extra["bip"])
+        if extra.get("mtu"):
+            options.mtu = int(extra["mtu"])
+        return options
+
+
+class NetworkService:
+    def __init__(self, db: Database, options: NetworkOptions) -> None:
+        self.options = options
+        self.ipam = IPAM(db)
+        self.nat = NatTable(f"kapal-{options.bridge}")
+        self.ports = PortReservations()
+        self.containers: Any = None  # the ContainerService, for names and connect/disconnect
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._up: set[str] = set()  # ids of networks whose bridge this daemon has set up
+        self._ensure_builtin()
+
+    # -- networks -------------------------------------------------------------------------------
+
+    def _ensure_builtin(self) -> None:
+        have = {n.name: n for n in self.ipam.networks()}
+        for name, driver in (("none", "null"), ("host", "host")):
+            if name not in have:
+                self.ipam.add_network(Network(secrets.token_hex(32), name, driver, "", "", "", now_rfc3339()))
+        default = have.get("bridge")
+        if default is None:
+            subnet, gateway = self._default_subnet([])
+            self.ipam.add_network(
+                Network(
+                    secrets.token_hex(32),
+                    "bridge",
+                    "bridge",
+                    subnet,
+                    gateway,
+                    self.options.bridge,
+                    now_rfc3339(),
+                    {"Options": _bridge_options(self.options.bridge, True)},
+                )
+            )
+        elif self.options.bip and self.options.bip != f"{default.gateway}/{default.prefixlen}":
+            if self.ipam.endpoints(network_id=default.id):
+                log.warning("bip %s ignored while containers use the default bridge", self.options.bip)
+            else:
+                subnet, gateway = self._default_subnet([])
+                self.ipam.update_subnet(default.id, subnet, gateway)
+
+    def _default_subnet(self, taken: list[str]) -> tuple[str, str]:
+        if self.options.bip:
+            interface = ipaddress.IPv4Interface(self.options.bip)
+            return str(interface.network), str(interface.ip)
+        return self._free_subnet(taken)
+
+    def _free_subnet(self, taken: list[str]) -> tuple[str, str]:
+        """The first /24 of the pool overlapping neither a host route nor another kapal network."""
+        mine = {n.bridge for n in self.ipam.networks() if n.bridge} | {self.options.bridge}
+        used = links.host_routes(exclude=mine) + [ipaddress.IPv4Network(s) for s in taken if s]
+        used += [ipaddress.IPv4Network(n.subnet) for n in self.ipam.networks() if n.subnet]
+        for candidate in ipaddress.IPv4Network(self.options.pool).subnets(new_prefix=24):
+            if not any(candidate.overlaps(other) for other in used):
+                return str(candidate), str(next(candidate.hosts()))
+        raise Conflict(
+            f"could not find an available, non-overlapping IPv4 address pool in {self.options.pool}"
+        )
+
+    def list(self) -> list[Network]:
+        return self.ipam.networks()
+
+    def get(self, ref: str) -> Network:
+        """A network by full ID, name, or unique ID prefix (Docker's order)."""
+        networks = self.ipam.networks()
+        for network in networks:
+            if network.id == ref:
+                return network
+        for network in networks:
+            if network.name == ref:
+                return network
+        matches = [n for n in networks if ref and n.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(
+                f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
+            )
+        raise NotFound(f"network {ref} not found")
+
+    def create(
+        self,
+        name: str,
+        driver: str = "bridge",
+        subnet: str = "",
+        gateway: str = "",
+        internal: bool = False,
+        labels: dict[str, str] | None = None,
+        options: dict[str, str] | None = None,
+        attachable: bool = False,
+    ) -> Network:
+        if not name:
+            raise InvalidArgument("network name is required")
+        if driver not in ("bridge", ""):
+            raise InvalidArgument(f"plugin {driver!r} not found: only the bridge driver is supported")
+        if name in BUILTIN:
+            raise Forbidden(f"operation is not permitted on predefined {name} network ")
+        with self._lock:
+            if any(n.name == name for n in self.ipam.networks()):
+                raise Conflict(f"network with name {name} already exists")
+            auto_subnet = not subnet
+            if subnet:
+                try:
+                    net = ipaddress.IPv4Network(subnet, strict=True)
+                except ValueError as error:
+                    raise InvalidArgument(f"invalid subnet {subnet}: {error}") from None
+                mine = {n.bridge for n in self.ipam.networks() if n.bridge}
+                others = links.host_routes(exclude=mine) + [
+                    ipaddress.IPv4Network(n.subnet) for n in self.ipam.networks() if n.subnet
+                ]
+                for other in others:
+                    if net.overlaps(other):
+                        raise Forbidden(f"Pool overlaps with other one on this address space ({other})")
+                gateway = gateway or str(next(net.hosts()))
+                if ipaddress.IPv4Address(gateway) not in net:
+                    raise InvalidArgument(f"gateway {gateway} is not in subnet {subnet}")
+            else:
+                subnet, gateway = self._free_subnet([])
+            network_id = secrets.token_hex(32)
+            bridge_name = (options or {}).get("com.docker.network.bridge.name") or f"br-{network_id[:12]}"
+            record = {
+                "Labels": labels or {},
+                "Options": options or {},
+                "Internal": internal,
+                "Attachable": attachable,
+                "AutoSubnet": auto_subnet,
+            }
+            network = Network(network_id, name, "bridge", subnet, gateway, bridge_name, now_rfc3339(), record)
+            self.ipam.add_network(network)
+        return network
+
+    def remove(self, ref: str) -> Network:
+        network = self.get(ref)
+        if network.builtin:
+            raise Forbidden(f"{network.name} is a pre-defined network and cannot be removed")
+        with self._lock:
+            if self.ipam.endpoints(network_id=network.id):
+                raise Forbidden(
+                    f"error while removing network: network {network.name} id {network.id}"
+                    " has active endpoints"
+                )
+            self.ipam.remove_network(network.id)
+            self._up.discard(network.id)
+            links.delete_link(network.bridge)
+            self._apply_nat()
+        return network
+
+    def prune(self) -> list[str]:
+        removed = []
+        for network in self.list():
+            if network.builtin or self.ipam.endpoints(network_id=network.id):
+                continue
+            try:
+                self.remove(network.id)
+                removed.append(network.name)
+            except KapalError as error:
+                log.warning("pruning network %s: %s", network.name, error)
+        return removed
+
+    def endpoints(self, network: Network) -> list[Endpoint]:
+        return self.ipam.endpoints(network_id=network.id)
+
+    # -- kernel state ---------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        """Own the default bridge's name host-wide: two daemons on one bridge would share addresses."""
+        if self._lock_fd is not None:
+            return
+        self.options.lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            self.options.lock_dir / f"{self.options.bridge}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise Conflict(
+                f"bridge {self.options.bridge} is in use by another kapald: "
+                'give each daemon its own "bridge" in daemon.json'
+            ) from None
+        self._lock_fd = fd
+
+    def _ensure_up(self, network: Network) -> Network:
+        """Bring *network*'s bridge up (once per daemon); returns the network as it now is.
+
+        The overlap check and the bridge's creation happen under a host-wide lock, so two
+        kapalds starting at once cannot both take a subnet. A subnet kapal chose itself (no
+        ``bip``, no ``--subnet``) that a route on the host now overlaps, typically another
+        daemon's bridge, is replaced by a free one while no container holds an address in it.
+        """
+        if network.id in self._up:
+            return network
+        self._claim()
+        with _host_lock(self.options.lock_dir / "setup.lock"):
+            net = ipaddress.IPv4Network(network.subnet)
+            mine = {n.bridge for n in self.ipam.networks() if n.bridge}
+            clash = next((r for r in links.host_routes(exclude=mine) if r.overlaps(net)), None)
+            if clash is not None:
+                auto = not self.options.bip if network.name == "bridge" else network.record.get("AutoSubnet")
+                if not auto or self.ipam.endpoints(network_id=network.id):
+                    raise Conflict(
+                        f"network {network.name} ({network.subnet}) overlaps the host route {clash}: "
+                        'choose another subnet ("bip" in daemon.json for the default bridge)'
+                    )
+                subnet, gateway = self._free_subnet([])
+                self.ipam.update_subnet(network.id, subnet, gateway)
+                network = self.get(network.id)
+                net = ipaddress.IPv4Network(network.subnet)
+            links.enable_ip_forward()
+            links.ensure_bridge(network.bridge, network.gateway, net.prefixlen, self.options.mtu)
+        self._up.add(network.id)
+        return network
+
+    def _apply_nat(self) -> None:
+        networks = {n.id: n for n in self.ipam.networks()}
+        subnets = [
+            Subnet(networks[i].subnet, networks[i].bridge, bool(networks[i].record.get("Internal")))
+            for i in sorted(self._up)
+            if i in networks
+        ]
+        forwards = [
+            Forward(p.host_ip, p.host_port, p.proto, e.address, p.container_port)
+            for e in self.ipam.endpoints()
+            for p in e.ports
+        ]
+        self.nat.apply(subnets, forwards)
+
+    def recover(self) -> None:
+        """After a daemon (re)start: adopt the bridges and rules of containers that kept running."""
+        with self._lock:
+            endpoints = self.ipam.endpoints()
+            if not endpoints:
+                return
+            networks = {n.id: n for n in self.ipam.networks()}
+            for network_id in {e.network_id for e in endpoints}:
+                try:
+                    self._ensure_up(networks[network_id])
+                except KapalError as error:
+                    log.warning("restoring network %s: %s", networks[network_id].name, error)
+            for endpoint in endpoints:
+                for p in endpoint.ports:
+                    try:
+                        self.ports.reserve(p.host_ip, p.host_port, p.proto)
+                    except KapalError as error:
+                        log.warning("re-reserving port of %s: %s", endpoint.container_id[:12], error)
+            self._apply_nat()
+
+    def drop_stale(self, running: set[str]) -> None:
+        """Release endpoints of containers that no longer run (a crash between exit and detach)."""
+        with self._lock:
+            stale = [e for e in self.ipam.endpoints() if e.container_id not in running]
+            for endpoint in stale:
+                self._release(endpoint)
+            if stale:
+                self._apply_nat()
+
+    def close(self) -> None:
+        """Daemon shutdown: remove bridges and rules unless containers still use them."""
+        with self._lock:
+            self.ports.release_all()
+            if self.ipam.endpoints():
+                log.info("leaving kapal's bridges and NAT rules for the containers still running")
+            elif self._lock_fd is not None or self.nat.exists():
+                try:
+                    self.nat.remove()
+                except KapalError as error:
+                    log.warning("removing NAT rules: %s", error)
+                for network in self.ipam.networks():
+                    if network.bridge:
+                        try:
+                            links.delete_link(network.bridge)
+                        except KapalError as error:
+                            log.warning("removing bridge %s: %s", network.bridge, error)
+                self._up.clear()
+                if self._lock_fd is not None:  # nothing left to guard: leave no file behind either
+                    (self.options.lock_dir / f"{self.options.bridge}.lock").unlink(missing_ok=True)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- container hooks ------------------------------------------------------------------------
+
+    def check_mode(self, host_config: dict[str, Any]) -> None:
+        """At create: an unknown network is an error now, as dockerd says, not at start."""
+        mode = _mode(host_config)
+        if mode in PASSIVE_MODES or mode.startswith("container:"):
+            return
+        self.get(mode)
+
+    def prepare(self, container: Container) -> list[str]:
+        """Allocate the container's address on its network (for /etc/hosts); idempotent."""
+        mode = _mode(container.host_config)
+        if mode in PASSIVE_MODES or mode.startswith("container:"):
+            return []
+        network = self.get(mode)
+        with self._lock:
+            network = self._ensure_up(network)  # may still move an unused auto subnet off a clash
+            return [self.ipam.allocate(network, container.id, "eth0").address]
+
+    def attach(self, container: Container, pid: int) -> dict[str, Any]:
+        mode = _mode(container.host_config)
+        if mode == "none":
+            links.lo_up(pid)
+        if mode in PASSIVE_MODES or mode.startswith("container:"):
+            return self.settings(container, pid)
+        network = self.get(mode)
+        with self._lock:
+            network = self._ensure_up(network)
+            endpoint = self.ipam.allocate(network, container.id, "eth0")
+            try:
+                endpoint.ports = self._reserve_ports(container)
+                self.ipam.set_ports(endpoint.id, endpoint.ports)
+                links.add_veth(
+                    network.bridge,
+                    endpoint.host_ifname,
+                    pid,
+                    "eth0",
+                    endpoint.address,
+                    network.prefixlen,
+                    network.gateway,
+                    endpoint.mac,
+                    self.options.mtu,
+                    default_route=True,
+                )
+                if endpoint.ports:
+                    self._apply_nat()
+            except BaseException:
+                self._release(endpoint)
+                if endpoint.ports:
+                    self._apply_nat()
+                raise
+        return self.settings(container, pid)
+
+    def detach(self, container: Container) -> None:
+        with self._lock:
+            endpoints = self.ipam.endpoints(container_id=container.id)
+            for endpoint in endpoints:
+                self._release(endpoint)
+            if any(e.ports for e in endpoints):
+                self._apply_nat()
+        container.network_settings = self.settings(container, 0)
+
+    def connect(self, network_ref: str, container_ref: str) -> None:
+        network = self.get(network_ref)
+        if network.builtin:
+            raise Forbidden(
+                f"container cannot be disconnected from host network or connected to {network.name} network"
+            )
+        container = self.containers.get(container_ref)
+        if not container.running:
+            raise Conflict(
+                f"container {container.short_id} is not running: connecting a stopped container is "
+                "not supported yet"
+            )
+        mode = _mode(container.host_config)
+        if mode in PASSIVE_MODES or mode.startswith("container:"):
+            raise Forbidden(
+                f"container sharing network namespace with another container or host cannot be "
+                f"connected to any other network ({mode})"
+            )
+        with self._lock:
+            mine = self.ipam.endpoints(container_id=container.id)
+            if any(e.network_id == network.id for e in mine):
+                raise Forbidden(
+                    f"endpoint with name {container.name} already exists in network {network.name}"
+                )
+            taken = {e.ifname for e in mine}
+            ifname = next(f"eth{i}" for i in range(1, 64) if f"eth{i}" not in taken)
+            network = self._ensure_up(network)
+            endpoint = self.ipam.allocate(network, container.id, ifname)
+            try:
+                links.add_veth(
+                    network.bridge,
+                    endpoint.host_ifname,
+                    container.state.pid,
+                    ifname,
+                    endpoint.address,
+                    network.prefixlen,
+                    network.gateway,
+                    endpoint.mac,
+                    self.options.mtu,
+                    default_route=False,
+                )
+            except BaseException:
+                self._release(endpoint)
+                raise
+            self._apply_nat()
+        container.network_settings = self.settings(container, container.state.pid)
+        self.containers.save_state(container)
+
+    def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
+        network = self.get(network_ref)
+        container = self.containers.get(container_ref)
+        with self._lock:
+            mine = [e for e in self.ipam.endpoints(container_id=container.id) if e.network_id == network.id]
+            if not mine:
+                raise Forbidden(f"container {container.id} is not connected to network {network.name}")
+            endpoint = mine[0]
+            if container.running:
+                try:
+                    links.remove_veth_in(container.state.pid, endpoint.ifname)
+                except KapalError:
+                    if not force:
+                        raise
+            self._release(endpoint)
+            if endpoint.ports:
+                self._apply_nat()
+        container.network_settings = self.settings(container, container.state.pid if container.running else 0)
+        self.containers.save_state(container)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _release(self, endpoint: Endpoint) -> None:
+        for p in endpoint.ports:
+            self.ports.release(p.host_ip, p.host_port, p.proto)
+        try:
+            links.delete_link(endpoint.host_ifname)
+        except KapalError as error:
+            log.warning("deleting %s: %s", endpoint.host_ifname, error)
+        self.ipam.release(endpoint.id)
+
+    def _reserve_ports(self, container: Container) -> list[PortMapping]:
+        """Bind every published host port (PortBindings, and ExposedPorts with -P); all or nothing."""
+        hc = container.host_config
+        bindings: dict[str, list[dict[str, str]]] = {
+            k: list(v or []) for k, v in (hc.get("PortBindings") or {}).items()
+        }
+        if hc.get("PublishAllPorts"):
+            for key in container.config.get("ExposedPorts") or {}:
+                if not bindings.get(key):
+                    bindings[key] = [{"HostIp": "", "HostPort": ""}]
+        done: list[PortMapping] = []
+        try:
+            for key, entries in bindings.items():
+                port_text, _, proto = key.partition("/")
+                proto = proto or "tcp"
+                if proto not in ("tcp", "udp"):
+                    raise InvalidArgument(f"unsupported protocol {proto} in {key}")
+                try:
+                    port = int(port_text)
+                except ValueError:
+                    raise InvalidArgument(f"invalid port {key!r}") from None
+                for entry in entries:
+                    host_ip = (entry or {}).get("HostIp") or ""
+                    if host_ip and ipaddress.ip_address(host_ip).version == 6:
+                        continue  # no IPv6 yet; Docker also adds a [::] binding for each port
+                    host_ip = "" if host_ip == "0.0.0.0" else host_ip
+                    host_port = (entry or {}).get("HostPort") or ""
+                    if not host_port:
+                        number = self.ports.reserve_any(host_ip, proto, *EPHEMERAL_RANGE)
+                    elif "-" in host_port:
+                        low, _, high = host_port.partition("-")
+                        number = self.ports.reserve_any(host_ip, proto, int(low), int(high))
+                    else:
+                        number = int(host_port)
+                        self.ports.reserve(host_ip, number, proto)
+                    done.append(PortMapping(host_ip, number, port, proto))
+        except BaseException:
+            for p in done:
+                self.ports.release(p.host_ip, p.host_port, p.proto)
+            raise
+        return done
+
+    def settings(self, container: Container, pid: int) -> dict[str, Any]:
+        """Inspect's NetworkSettings for the container now (empty addresses when it does not run)."""
+        networks = {n.id: n for n in self.ipam.networks()}
+        endpoints = self.ipam.endpoints(container_id=container.id)
+        mode = _mode(container.host_config)
+        out = empty_settings()
+        if pid:
+            out["SandboxKey"] = f"/proc/{pid}/ns/net"
+        ports: dict[str, Any] = {key: None for key in container.config.get("ExposedPorts") or {}}
+        for endpoint in endpoints:
+            network = networks.get(endpoint.network_id)
+            if network is None:
+                continue
+            out["Networks"][network.name] = endpoint_settings(network, endpoint)
+            for p in endpoint.ports:
+                ports.setdefault(f"{p.container_port}/{p.proto}", None)
+                ports[f"{p.container_port}/{p.proto}"] = (ports[f"{p.container_port}/{p.proto}"] or []) + [
+                    {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
+                ]
+        if not endpoints:
+            name = "default" if mode.startswith("container:") else mode
+            network = next((n for n in networks.values() if n.name == name), None)
+            out["Networks"][name] = endpoint_settings(network, None)
+        primary = next((e for e in endpoints if e.ifname == "eth0"), None)
+        if primary is not None and mode == "bridge":
+            network = networks[primary.network_id]
+            out.update(
+                {
+                    "EndpointID": primary.id,
+                    "Gateway": network.gateway,
+                    "IPAddress": primary.address,
+                    "IPPrefixLen": network.prefixlen,
+                    "MacAddress": primary.mac,
+                    "Bridge": network.bridge,
+                }
+            )
+        out["Ports"] = ports if pid else {}
+        return out
+
+
+@contextlib.contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock shared by every kapald on the host (blocking: setups are short)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _mode(host_config: dict[str, Any]) -> str:
+    mode = str(host_config.get("NetworkMode") or "")
+    return "bridge" if mode in ("", "default") else mode
+
+
+def _bridge_options(name: str, default: bool) -> dict[str, str]:
+    options = {"com.docker.network.bridge.name": name}
+    if default:
+        options.update(
+            {
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+            }
+        )
+    return options
+
+
+def empty_settings() -> dict[str, Any]:
+    return {
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": "",
+        "Ports": {},
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": "",
+        "Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "MacAddress": "",
+        "Networks": {},
+    }
+
+
+def endpoint_settings(network: Network | None, endpoint: Endpoint | None) -> dict[str, Any]:
+    """Docker's EndpointSettings; addresses empty when the container is not attached."""
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "MacAddress": endpoint.mac if endpoint else "",
+        "DriverOpts": None,
+        "GwPriority": 0,
+        "NetworkID": network.id if network else "",
+        "EndpointID": endpoint.id if endpoint else "",
+        "Gateway": network.gateway if (network and endpoint) else "",
+        "IPAddress": endpoint.address if endpoint else "",
+        "IPPrefixLen": network.prefixlen if (network and endpoint) else 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
+    }

@@ -1,0 +1,279 @@
+"""Networking for real: the default bridge, published ports, user-defined networks, no leaks.
+
+Traffic stays on loopback and on the test daemon's own bridge. Every daemon here
+gets its own bridge name (and so its own nftables table, ``kapal-<bridge>``) via
+daemon.json, so tests may run beside other daemons; the fixture removes the
+bridge, the table and any veth left behind even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, clean_up_after
+
+HTTPD = "mkdir -p /srv && echo page-$N > /srv/index.html && httpd -f -p 80 -h /srv"
+
+
+def out(result: subprocess.CompletedProcess) -> str:
+    return result.stdout.decode()
+
+
+def err(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch(port: int, timeout: float = 10.0) -> str:
+    """GET http://127.0.0.1:<port>/ (loopback only), retrying while httpd starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def links() -> list[str]:
+    result = subprocess.run(["ip", "-o", "link"], capture_output=True, check=True)
+    return [line.split(":")[1].strip().split("@")[0] for line in out(result).splitlines()]
+
+
+def bridge_state(bridge: str) -> tuple[list[str], list[str]]:
+    """The ports (veths) enslaved to *bridge* and its addresses: what this daemon alone made."""
+    ports = out(subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True))
+    addresses = out(subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", bridge], capture_output=True))
+    return (
+        sorted(line.split(":")[1].strip().split("@")[0] for line in ports.splitlines()),
+        sorted(line.split()[3] for line in addresses.splitlines()),
+    )
+
+
+def nft_rules(table: str) -> int:
+    result = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True)
+    if result.returncode != 0:
+        return 0
+    return sum(1 for line in out(result).splitlines() if "dnat" in line or "masquerade" in line)
+
+
+def remove_network_state(bridge: str, extra_bridges: list[str]) -> None:
+    subprocess.run(["nft", "delete", "table", "ip", f"kapal-{bridge}"], capture_output=True)
+    for name in [bridge, *extra_bridges]:
+        for port in bridge_state(name)[0]:  # only this daemon's veths: other daemons run beside it
+            subprocess.run(["ip", "link", "del", port], capture_output=True)
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def user_bridges(daemon: Daemon) -> list[str]:
+    try:
+        result = daemon.kapal("network", "ls", "-q", "--filter", "type=custom", "--no-trunc", check=False)
+        return [f"br-{line[:12]}" for line in out(result).split()]
+    except Exception:  # noqa: BLE001 - teardown must go on
+        return []
+
+
+class NetDaemon(Daemon):
+    bridge: str
+
+    @property
+    def table(self) -> str:
+        return f"kapal-{self.bridge}"
+
+
+@pytest.fixture
+def daemon(scratch: Path) -> Iterator[NetDaemon]:
+    """A kapald with its own bridge (``kt<hex>``); its bridges, rules and veths are removed afterwards."""
+    instance = NetDaemon(scratch)
+    instance.bridge = "kt" + secrets.token_hex(4)
+    (scratch / "daemon.json").write_text(json.dumps({"bridge": instance.bridge}))
+    instance.start()
+    extra: list[str] = []
+    try:
+        yield instance
+    finally:
+        extra = user_bridges(instance) if instance.process is not None else []
+        if instance.process is not None and instance.process.poll() is not None:
+            print(instance.log.read_text()[-4000:])  # the daemon died: show why (pytest shows it on failure)
+        instance.stop()
+        clean_up_after(scratch)
+        remove_network_state(instance.bridge, extra)
+
+
+def run_httpd(daemon: Daemon, name: str, port: int) -> str:
+    script = HTTPD.replace("$N", name)
+    return out(
+        daemon.kapal("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c", script)
+    ).strip()
+
+
+def test_published_port_and_three_containers(daemon: NetDaemon, busybox: str) -> None:
+    ports = [free_port() for _ in range(3)]
+    for index, port in enumerate(ports):
+        run_httpd(daemon, f"web{index}", port)
+    for index, port in enumerate(ports):
+        assert fetch(port) == f"page-web{index}\n"
+    assert out(daemon.kapal("port", "web0")) == f"80/tcp -> 127.0.0.1:{ports[0]}\n"
+    assert out(daemon.kapal("port", "web1", "80")) == f"127.0.0.1:{ports[1]}\n"
+    settings = json.loads(out(daemon.kapal("inspect", "-f", "{{json .NetworkSettings}}", "web2")))
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(ports[2])}]}
+    bridge = settings["Networks"]["bridge"]
+    assert settings["IPAddress"] == bridge["IPAddress"] and bridge["IPAddress"].startswith("10.89.")
+    assert settings["Gateway"] == bridge["Gateway"] and settings["MacAddress"] == bridge["MacAddress"]
+    hosts = out(daemon.kapal("exec", "web2", "cat", "/etc/hosts"))
+    assert settings["IPAddress"] in hosts
+    network = json.loads(out(daemon.kapal("network", "inspect", "bridge")))[0]
+    assert network["Options"]["com.docker.network.bridge.name"] == daemon.bridge
+    assert len(network["Containers"]) == 3
+    names = out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()
+    assert sorted(names) == ["bridge", "host", "none"]
+    daemon.kapal("rm", "-f", "web0", "web1", "web2")
+
+
+def test_containers_reach_each_other_on_the_default_bridge(daemon: NetDaemon, busybox: str) -> None:
+    server = run_httpd(daemon, "server", free_port())
+    address = out(daemon.kapal("inspect", "-f", "{{.NetworkSettings.IPAddress}}", server)).strip()
+    for _ in range(50):
+        result = daemon.kapal("run", "--rm", "busybox", "wget", "-qO-", f"http://{address}/", check=False)
+        if result.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert out(result) == "page-server\n"
+    daemon.kapal("rm", "-f", "server")
+
+
+def test_network_none_has_only_lo(daemon: NetDaemon, busybox: str) -> None:
+    result = daemon.kapal("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
+    names = [line.split(":")[1].strip() for line in out(result).splitlines()]
+    assert names == ["lo"]
+    missing = daemon.kapal("run", "--rm", "--network", "nosuchnet", "busybox", "true", check=False)
+    assert missing.returncode != 0 and "network nosuchnet not found" in err(missing)
+
+
+def test_port_conflict_is_a_clear_error(daemon: NetDaemon, busybox: str) -> None:
+    port = free_port()
+    run_httpd(daemon, "first", port)
+    second = daemon.kapal(
+        "run", "-d", "--name", "second", "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30", check=False
+    )
+    assert second.returncode != 0
+    assert f"127.0.0.1:{port}" in err(second) and "port is already allocated" in err(second)
+    assert fetch(port) == "page-first\n"  # the failed start took nothing from the first
+    with socket.socket() as holder:  # a host process holding the port: the same clear error
+        holder.bind(("127.0.0.1", 0))
+        held = holder.getsockname()[1]
+        third = daemon.kapal("run", "-d", "-p", f"127.0.0.1:{held}:80", "busybox", "sleep", "30", check=False)
+        assert third.returncode != 0 and f"127.0.0.1:{held}" in err(third)
+    daemon.kapal("rm", "-f", "first", "second")
+
+
+def test_no_leaks_after_many_cycles(daemon: NetDaemon, busybox: str) -> None:
+    run_httpd(daemon, "warm", free_port())  # the bridge and table exist before counting
+    state_before, rules_before = bridge_state(daemon.bridge), nft_rules(daemon.table)
+    assert len(state_before[0]) == 1 and len(state_before[1]) == 1  # warm's veth, the gateway
+    for index in range(20):
+        port = free_port()
+        name = f"cycle{index}"
+        daemon.kapal("create", "--name", name, "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30")
+        daemon.kapal("start", name)
+        assert nft_rules(daemon.table) == rules_before + 1
+        daemon.kapal("rm", "-f", name)
+    assert bridge_state(daemon.bridge) == state_before
+    assert nft_rules(daemon.table) == rules_before
+    endpoints = json.loads(out(daemon.kapal("network", "inspect", "bridge")))[0]["Containers"]
+    assert len(endpoints) == 1
+    daemon.kapal("rm", "-f", "warm")
+
+
+def test_daemon_stop_removes_bridge_and_rules_and_restart_adopts(daemon: NetDaemon, busybox: str) -> None:
+    port = free_port()
+    run_httpd(daemon, "kept", port)
+    assert fetch(port) == "page-kept\n"
+    daemon.stop()  # a container still runs: its bridge and rules stay for it
+    assert daemon.bridge in links() and nft_rules(daemon.table) > 0
+    assert fetch(port) == "page-kept\n"
+    daemon.start()
+    assert out(daemon.kapal("port", "kept")) == f"80/tcp -> 127.0.0.1:{port}\n"
+    daemon.kapal("rm", "-f", "kept")
+    other = free_port()
+    run_httpd(daemon, "again", other)  # the adopted bridge serves new containers too
+    assert fetch(other) == "page-again\n"
+    daemon.kapal("rm", "-f", "again")
+    daemon.stop()  # nothing runs: everything kapal made goes
+    assert daemon.bridge not in links()
+    assert nft_rules(daemon.table) == 0
+    assert subprocess.run(["nft", "list", "table", "ip", daemon.table], capture_output=True).returncode != 0
+    daemon.start()
+
+
+def test_user_defined_network(daemon: NetDaemon, busybox: str) -> None:
+    network_id = out(daemon.kapal("network", "create", "appnet")).strip()
+    daemon.kapal(
+        "run",
+        "-d",
+        "--name",
+        "appsrv",
+        "--network",
+        "appnet",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD.replace("$N", "app"),
+    )
+    info = json.loads(out(daemon.kapal("network", "inspect", "appnet")))[0]
+    assert info["Id"] == network_id and info["Driver"] == "bridge"
+    subnet = info["IPAM"]["Config"][0]["Subnet"]
+    address = info["Containers"][next(iter(info["Containers"]))]["IPv4Address"].split("/")[0]
+    assert subnet.startswith("10.89.") and not subnet.startswith("10.89.0.")
+    for _ in range(50):
+        result = daemon.kapal(
+            "run", "--rm", "--network", "appnet", "busybox", "wget", "-qO-", f"http://{address}/", check=False
+        )
+        if result.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert out(result) == "page-app\n"
+    in_use = daemon.kapal("network", "rm", "appnet", check=False)
+    assert in_use.returncode == 1 and "has active endpoints" in err(in_use)
+    builtin = daemon.kapal("network", "rm", "bridge", check=False)
+    assert builtin.returncode == 1 and "pre-defined" in err(builtin)
+    daemon.kapal("rm", "-f", "appsrv")
+    assert out(daemon.kapal("network", "rm", "appnet")) == "appnet\n"
+    assert f"br-{network_id[:12]}" not in links()
+
+
+def test_docker_cli_run_publish_and_port(daemon: NetDaemon, busybox: str) -> None:
+    port = free_port()
+    daemon.docker(
+        "run",
+        "-d",
+        "--name",
+        "dweb",
+        "-p",
+        f"127.0.0.1:{port}:80",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD.replace("$N", "docker"),
+    )
+    assert fetch(port) == "page-docker\n"
+    assert out(daemon.docker("port", "dweb")) == f"80/tcp -> 127.0.0.1:{port}\n"
+    assert f"127.0.0.1:{port}->80/tcp" in out(daemon.docker("ps"))
+    names = out(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
+    assert "bridge" in names
+    daemon.docker("rm", "-f", "dweb")
