@@ -23,6 +23,7 @@ from kapal.image.layers import LayerStore
 from kapal.image.store import ImageStore
 from kapal.metadata import Database
 from kapal.network.service import NetworkOptions, NetworkService
+from kapal.volume.service import VolumeService
 
 log = logging.getLogger("kapald")
 
@@ -57,6 +58,7 @@ class Engine:
         self._containers: ContainerService | None = None
         self._execs: ExecService | None = None
         self._networks: NetworkService | None = None
+        self._volumes: VolumeService | None = None
 
     @property
     def containers(self) -> ContainerService:
@@ -73,7 +75,15 @@ class Engine:
             )
             self._containers.network = self.networks
             self.networks.containers = self._containers
+            self._containers.volumes = self.volumes
         return self._containers
+
+    @property
+    def volumes(self) -> VolumeService:
+        """Volumes, and the mount points of the containers that reference them."""
+        if self._volumes is None:
+            self._volumes = VolumeService(self.root, self.db, self.events)
+        return self._volumes
 
     @property
     def networks(self) -> NetworkService:

@@ -26,6 +26,7 @@ Management Commands:
   image       Manage images
   network     Manage networks
   system      Manage kapal
+  volume      Manage volumes
 
 Commands:
   attach      Attach local standard input, output, and error streams to a running container
@@ -63,6 +64,7 @@ _CONTAINERS = "kapal.cli.commands.containers"
 _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
 _NETWORKS = "kapal.cli.commands.networks"
+_VOLUMES = "kapal.cli.commands.volumes"
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
 _CONTAINER_VERBS = [
@@ -131,6 +133,15 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "prune": (_NETWORKS, "prune"),
         "connect": (_NETWORKS, "connect"),
         "disconnect": (_NETWORKS, "disconnect"),
+    },
+    "volume": {
+        "create": (_VOLUMES, "create"),
+        "ls": (_VOLUMES, "ls"),
+        "list": (_VOLUMES, "ls"),
+        "inspect": (_VOLUMES, "inspect"),
+        "rm": (_VOLUMES, "rm"),
+        "remove": (_VOLUMES, "rm"),
+        "prune": (_VOLUMES, "prune"),
     },
     "system": {
         "df": (_SYSTEM, "df"),

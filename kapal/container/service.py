@@ -25,6 +25,13 @@ from typing import Any
 from kapal.container import model, names
 from kapal.container.etc_files import write_etc_files
 from kapal.container.model import CREATED, DEAD, EXITED, PAUSED, REMOVING, RESTARTING, RUNNING, Container
+from kapal.container.mounts import (
+    prepare_mounts,
+    release_mounts,
+    remove_mounts,
+    resolve_mounts,
+    set_root_propagation,
+)
 from kapal.container.watcher import ExitWatcher
 from kapal.errors import Conflict, InvalidArgument, KapalError, NotFound
 from kapal.events import EventBus
@@ -34,6 +41,7 @@ from kapal.metadata import Database
 from kapal.runtime import cgroups, monitor, rootfs
 from kapal.runtime.oci import OCIRuntime
 from kapal.runtime.spec import HostFacts, build_spec, process_args
+from kapal.volume.service import VolumeService
 
 log = logging.getLogger("kapald")
 
@@ -114,6 +122,8 @@ class ContainerService:
         # Sets up a container's network once its process (and network namespace) exists, before the
         # process runs: ``attach(container, pid) -> NetworkSettings dict`` and ``detach(container)``.
         self.network: Any = None
+        # Volumes and the mount points that reference them (set by the engine); None: no mounts.
+        self.volumes: VolumeService | None = None
         images.image_users = self.image_users
         for row in db.query("SELECT record FROM containers"):
             container = Container.from_record(row["record"])
@@ -215,11 +225,16 @@ class ContainerService:
             directory = self.path(container)
             for sub in ("upper", "work", "rootfs"):
                 (directory / sub).mkdir(parents=True, exist_ok=True)
+            if self.volumes is not None:
+                # Validates -v/--mount (a bad one refuses the create) and creates the volumes.
+                prepare_mounts(container, self.volumes, self.get)
             self._save(container)
         except BaseException:
             with self._lock:
                 self._containers.pop(container_id, None)
             shutil.rmtree(self.path(container), ignore_errors=True)
+            if self.volumes is not None:
+                self.volumes.release(container_id)
             raise
         self.events.publish("container", "create", container.id, **self._event_attributes(container))
         return container
@@ -272,6 +287,9 @@ class ContainerService:
                 addresses=addresses,
             )
             image_config = (self.images.get_by_id(container.image_id).config.get("config")) or {}
+            mounts: list[dict[str, Any]] = []
+            if self.volumes is not None:
+                mounts = resolve_mounts(container, self.volumes, image_config, target)
             create_body = dict(container.config)
             create_body["HostConfig"] = hc
             spec = build_spec(
@@ -283,7 +301,9 @@ class ContainerService:
                 etc,
                 self.host,
                 cgroups.cgroups_path(container.id),
+                mounts=mounts,
             )
+            set_root_propagation(spec, mounts)
             if hc.get("Init"):
                 _add_init(spec)
             _write_json(directory / "config.json", spec)
@@ -305,6 +325,8 @@ class ContainerService:
             raise
         except BaseException:
             rootfs.unmount(target)
+            if self.volumes is not None:
+                release_mounts(container, self.volumes)
             raise
         with self._lock:
             container.state = model.State(
@@ -363,6 +385,8 @@ class ContainerService:
         except KapalError:
             pass
         rootfs.unmount(self.path(container) / "rootfs")
+        if self.volumes is not None:
+            release_mounts(container, self.volumes)
         message = f"failed to create task for container: OCI runtime create failed: {lowered}"
         with self._lock:
             container.state.error = lowered
@@ -378,7 +402,7 @@ class ContainerService:
         error.args = (message,)
         if container.host_config.get("AutoRemove"):
             # as dockerd: a --rm container that cannot start is removed (`docker run --rm` waits for that)
-            self.remove(container.id, force=True)
+            self.remove(container.id, force=True, volumes=True)
 
     def attach(self, container: Container) -> concurrent.futures.Future:
         """A socket connected to the container's stdio, once it runs (now, if it runs already).
@@ -440,7 +464,7 @@ class ContainerService:
             return
         if container.host_config.get("AutoRemove"):
             try:
-                self.remove(container.id, force=True)
+                self.remove(container.id, force=True, volumes=True)
             except KapalError as error:
                 log.warning("auto-removing %s failed: %s", container.short_id, error)
 
@@ -465,6 +489,8 @@ class ContainerService:
             rootfs.unmount(self.path(container) / "rootfs")
         except KapalError as error:
             log.warning("unmounting %s: %s", container.short_id, error)
+        if self.volumes is not None:
+            release_mounts(container, self.volumes)
         cgroups.remove(container.id, self.cgroup_layout)
 
     def _notify(self, container: Container, conditions: tuple[str, ...]) -> None:
@@ -640,7 +666,8 @@ class ContainerService:
 
     # -- remove, rename ------------------------------------------------------------------------
 
-    def remove(self, ref: str, force: bool = False) -> None:
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container; with *volumes* its anonymous volumes too (``docker rm -v``)."""
         container = self.get(ref)
         with self._lock:
             if container.state.status == REMOVING:
@@ -667,6 +694,8 @@ class ContainerService:
         self._cleanup_runtime(container)
         shutil.rmtree(self.path(container), ignore_errors=True)
         (self.exit_dir / container.id).unlink(missing_ok=True)
+        if self.volumes is not None:
+            remove_mounts(container, self.volumes, volumes)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
         with self._lock:

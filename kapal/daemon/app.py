@@ -114,7 +114,7 @@ class Routes:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from kapal.daemon.routes import containers, execs, images, networks, system
+    from kapal.daemon.routes import containers, execs, images, networks, system, volumes
 
     app = web.Application(middlewares=[api_middleware], client_max_size=1 << 40)
     app[ENGINE] = engine
@@ -125,4 +125,5 @@ def create_app(engine: Engine) -> web.Application:
     containers.register(routes)
     execs.register(routes)
     networks.register(routes)
+    volumes.register(routes)
     return app

@@ -125,6 +125,8 @@ def _add_create_flags(p: Any) -> None:
     add("-v", "--volume", action="append", default=[])
     add("--mount", action="append", default=[])
     add("--tmpfs", action="append", default=[])
+    add("--volumes-from", action="append", default=[])
+    add("--volume-driver")
     add("--read-only", action="store_true")
     add("-m", "--memory")
     add("--memory-swap")
@@ -313,6 +315,17 @@ def _ports(values: list[str], expose: list[str]) -> tuple[dict[str, dict], dict[
     return exposed, bindings
 
 
+def _binds(values: list[str]) -> list[str]:
+    """``-v`` values; a relative host path (``./data:/d``) made absolute, as docker's client does."""
+    out = []
+    for value in values:
+        host, sep, rest = value.partition(":")
+        if sep and host.startswith("."):
+            host = os.path.abspath(host)
+        out.append(host + sep + rest)
+    return out
+
+
 def create_body(opts: Any) -> dict[str, Any]:
     env = []
     for path in opts.env_file:
@@ -320,7 +333,9 @@ def create_body(opts: Any) -> dict[str, Any]:
     env += _env(opts.env)
     exposed, bindings = _ports(opts.publish, opts.expose)
     host_config: dict[str, Any] = {
-        "Binds": opts.volume or None,
+        "Binds": _binds(opts.volume) or None,
+        "VolumesFrom": opts.volumes_from or None,
+        "VolumeDriver": opts.volume_driver or "",
         "AutoRemove": bool(getattr(opts, "rm", False)),
         "NetworkMode": opts.network or "default",
         "RestartPolicy": _restart_policy(opts.restart),
@@ -421,23 +436,145 @@ def create_body(opts: Any) -> dict[str, Any]:
     return body
 
 
-def _parse_mount(text: str) -> dict[str, Any]:
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        fields[key.strip().lower()] = value if sep else "true"
-    mount: dict[str, Any] = {"Type": fields.get("type", "volume")}
-    for key in ("source", "src"):
-        if key in fields:
-            mount["Source"] = fields[key]
-    for key in ("target", "destination", "dst"):
-        if key in fields:
-            mount["Target"] = fields[key]
-    if fields.get("readonly", fields.get("ro", "false")) in ("true", "1"):
-        mount["ReadOnly"] = True
-    if "target" not in mount and "Target" not in mount:
-        raise CommandError(f'invalid argument "{text}" for "--mount" flag: target is required', 125)
+_MOUNT_FLAGS = {"readonly", "ro", "volume-nocopy", "bind-nonrecursive", "bind-create-src"}
+
+
+def _mount_bool(key: str, value: str, has_value: bool) -> bool:
+    if not has_value or value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise ValueError(
+        f"invalid value for '{key}': invalid boolean value ({json.dumps(value)}): "
+        'must be one of "true", "1", "false", or "0" (default "true")'
+    )
+
+
+def _mount_spec(text: str) -> dict[str, Any]:
+    """One ``--mount`` value as the API's Mount object (docker's ``opts.MountOpt.Set``)."""
+    import csv
+
+    text = text.strip()
+    if not text:
+        raise ValueError("value is empty")
+    fields = next(csv.reader([text]))
+    mount: dict[str, Any] = {"Type": "volume"}
+
+    def options(name: str) -> dict[str, Any]:
+        return mount.setdefault(name, {})
+
+    for field in fields:
+        key, sep, value = field.partition("=")
+        has_value = bool(sep)
+        if key.strip() != key:
+            raise ValueError(
+                f"invalid option '{key.strip()}' in '{field}': option should not have whitespace"
+            )
+        if has_value and not value.strip():
+            raise ValueError(f"invalid value for '{key}': value is empty")
+        if has_value and value.strip() != value:
+            raise ValueError(f"invalid value for '{key}' in '{field}': value should not have whitespace")
+        key = key.lower()
+        if not has_value and key not in _MOUNT_FLAGS:
+            raise ValueError(f"invalid field '{field}' must be a key=value pair")
+        if key == "type":
+            mount["Type"] = value.lower()
+        elif key in ("source", "src"):
+            mount["Source"] = os.path.abspath(value) if value.startswith(".") else value
+        elif key in ("target", "dst", "destination"):
+            mount["Target"] = value
+        elif key in ("readonly", "ro"):
+            mount["ReadOnly"] = _mount_bool(key, value, has_value)
+        elif key == "consistency":
+            mount["Consistency"] = value.lower()
+        elif key == "bind-propagation":
+            options("BindOptions")["Propagation"] = value.lower()
+        elif key == "bind-nonrecursive":
+            raise ValueError("bind-nonrecursive is deprecated, use bind-recursive=disabled instead")
+        elif key == "bind-recursive":
+            recursive = {
+                "enabled": None,
+                "disabled": "NonRecursive",
+                "writable": "ReadOnlyNonRecursive",
+                "readonly": "ReadOnlyForceRecursive",
+            }
+            if value not in recursive:
+                raise ValueError(
+                    f"invalid value for {key}: {value} "
+                    '(must be "enabled", "disabled", "writable", or "readonly")'
+                )
+            if recursive[value]:
+                options("BindOptions")[recursive[value]] = True
+        elif key == "bind-create-src":
+            options("BindOptions")["CreateMountpoint"] = _mount_bool(key, value, has_value)
+        elif key == "volume-subpath":
+            options("VolumeOptions")["Subpath"] = value
+        elif key == "volume-nocopy":
+            options("VolumeOptions")["NoCopy"] = _mount_bool(key, value, has_value)
+        elif key in ("volume-label", "volume-driver", "volume-opt"):
+            volume = options("VolumeOptions")
+            if key == "volume-label":
+                label, _, label_value = value.partition("=")
+                if label:
+                    volume.setdefault("Labels", {})[label] = label_value
+                continue
+            driver = volume.setdefault("DriverConfig", {})
+            if key == "volume-driver":
+                driver["Name"] = value
+            else:
+                option, _, option_value = value.partition("=")
+                if option:
+                    driver.setdefault("Options", {})[option] = option_value
+        elif key == "image-subpath":
+            options("ImageOptions")["Subpath"] = value
+        elif key == "tmpfs-size":
+            try:
+                options("TmpfsOptions")["SizeBytes"] = parse_size(value)
+            except ValueError:
+                raise ValueError(f"invalid value for {key}: {value}") from None
+        elif key == "tmpfs-mode":
+            try:
+                options("TmpfsOptions")["Mode"] = int(value, 8)
+            except ValueError:
+                raise ValueError(f"invalid value for {key}: {value}") from None
+        else:
+            raise ValueError(f"unknown option '{key}' in '{field}'")
+    kind = mount["Type"]
+    if not mount.get("Target"):
+        raise ValueError("target is required")
+    if not kind:
+        raise ValueError("type is required")
+    for prefix, name, owner in (
+        ("bind", "BindOptions", "bind"),
+        ("volume", "VolumeOptions", "volume"),
+        ("image", "ImageOptions", "image"),
+        ("tmpfs", "TmpfsOptions", "tmpfs"),
+    ):
+        if name in mount and kind != owner:
+            raise ValueError(f"cannot mix '{prefix}-*' options with mount type '{kind}'")
+    bind = mount.get("BindOptions") or {}
+    if bind.get("ReadOnlyNonRecursive") and not mount.get("ReadOnly"):
+        raise ValueError(
+            "option 'bind-recursive=writable' requires 'readonly' to be specified in conjunction"
+        )
+    if bind.get("ReadOnlyForceRecursive"):
+        if not mount.get("ReadOnly"):
+            raise ValueError(
+                "option 'bind-recursive=readonly' requires 'readonly' to be specified in conjunction"
+            )
+        if bind.get("Propagation") != "rprivate":
+            raise ValueError(
+                "option 'bind-recursive=readonly' requires 'bind-propagation=rprivate' "
+                "to be specified in conjunction"
+            )
     return mount
+
+
+def _parse_mount(text: str) -> dict[str, Any]:
+    try:
+        return _mount_spec(text)
+    except ValueError as error:
+        raise CommandError(f'invalid argument "{text}" for "--mount" flag: {error}', 125) from None
 
 
 def _create(ctx: Context, body: dict[str, Any], name: str | None) -> str:
@@ -768,9 +905,12 @@ def ps_rows(containers: list[dict[str, Any]], no_trunc: bool, size: bool) -> lis
             "Ports": format_ports(c.get("Ports") or []),
             "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
-            "Mounts": "",
+            "Mounts": ",".join(
+                name if no_trunc else _ellipsis(name, 15)
+                for name in (m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or [])
+            ),
             "Networks": ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})),
-            "LocalVolumes": "0",
+            "LocalVolumes": str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local")),
             "Size": "",
         }
         if size:
@@ -940,5 +1080,9 @@ def exec_(ctx: Context, prog: str, args: list[str]) -> int:
 
     stream_attached(response, opts.tty, opts.interactive, resize)
     response.close()
-    code = client.get(f"/exec/{exec_id}/json").get("ExitCode")
-    return int(code or 0)
+    for _ in range(100):  # the exit code lands a moment after the stream ends
+        info = client.get(f"/exec/{exec_id}/json")
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return int(info["ExitCode"])
+        time.sleep(0.02)
+    return int(info.get("ExitCode") or 0)

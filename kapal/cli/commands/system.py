@@ -283,9 +283,16 @@ def df(ctx: Context, prog: str, args: list[str]) -> int:
             {
                 "Type": "Local Volumes",
                 "TotalCount": str(len(volumes)),
-                "Active": "0",
-                "Size": human_size(0),
-                "Reclaimable": human_size(0),
+                "Active": str(sum(1 for v in volumes if (v.get("UsageData") or {}).get("RefCount", 0) > 0)),
+                "Size": human_size(sum(max((v.get("UsageData") or {}).get("Size", 0), 0) for v in volumes)),
+                "Reclaimable": _reclaimable(
+                    sum(
+                        max(usage.get("Size", 0), 0)
+                        for usage in ((v.get("UsageData") or {}) for v in volumes)
+                        if usage.get("RefCount", 0) == 0
+                    ),
+                    sum(max((v.get("UsageData") or {}).get("Size", 0), 0) for v in volumes),
+                ),
             },
             {
                 "Type": "Build Cache",

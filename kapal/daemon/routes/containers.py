@@ -15,6 +15,7 @@ from aiohttp import web
 
 from kapal.container import logs as container_logs
 from kapal.container.model import EXITED, PAUSED, RESTARTING, RUNNING, Container, parse_rfc3339
+from kapal.container.mounts import container_mounts_json
 from kapal.container.service import NotModified
 from kapal.daemon.app import ENGINE, Routes, json_response
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
@@ -93,6 +94,11 @@ def command_line(container: Container) -> str:
     return " ".join(container.args)
 
 
+def _mounts(container: Container, service: Any) -> list[dict[str, Any]]:
+    """Docker's ``MountPoint`` objects of the container (inspect's and ps's ``Mounts``)."""
+    return container_mounts_json(container, service.volumes) if service.volumes is not None else []
+
+
 def summary(container: Container, service: Any, with_size: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Id": container.id,
@@ -107,7 +113,7 @@ def summary(container: Container, service: Any, with_size: bool = False) -> dict
         "Status": container.status_text(),
         "HostConfig": {"NetworkMode": container.host_config.get("NetworkMode") or "bridge"},
         "NetworkSettings": {"Networks": network_settings_json(container)["Networks"]},
-        "Mounts": [],
+        "Mounts": _mounts(container, service),
     }
     if with_size:
         out["SizeRw"] = service.usage(container)
@@ -150,7 +156,7 @@ def inspect_json(container: Container, service: Any, with_size: bool = False) ->
                 "WorkDir": str(directory / "work"),
             },
         },
-        "Mounts": [],
+        "Mounts": _mounts(container, service),
         "Config": container.config,
         "NetworkSettings": network_settings_json(container),
     }
@@ -209,6 +215,12 @@ def _matches(container: Container, filters: dict[str, list[str]], service: Any) 
     if "health" in filters:
         health = (container.state.health or {}).get("Status", "none")
         if health not in filters["health"]:
+            return False
+    if "volume" in filters:
+        wanted = set(filters["volume"])
+        if not any(
+            m.get("Name") in wanted or m["Destination"] in wanted for m in _mounts(container, service)
+        ):
             return False
     for key, newer in (("before", False), ("since", True)):
         for ref in filters.get(key, []):
@@ -309,7 +321,10 @@ async def unpause_container(request: web.Request) -> web.Response:
 
 async def remove_container(request: web.Request) -> web.Response:
     await asyncio.to_thread(
-        _service(request).remove, request.match_info["id"], _truthy(request.query.get("force"))
+        _service(request).remove,
+        request.match_info["id"],
+        _truthy(request.query.get("force")),
+        _truthy(request.query.get("v")),
     )
     return web.Response(status=204)
 
@@ -454,6 +469,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
             except KapalError:
                 return response  # the container did not start: `start` reports why
             await pump(sock, conn, want, use_stdin)
+            await conn.close_write()
     finally:
         await conn.close()
     return response
@@ -498,7 +514,6 @@ async def pump(sock: socket.socket, conn: HijackedConnection, want: dict[int, bo
         if feeder is not None:
             feeder.cancel()
         sock.close()
-    await conn.close_write()
 
 
 def register(routes: Routes) -> None:

@@ -56,11 +56,12 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
             await conn.write(f"{error.message}\r\n".encode(), STDOUT)
             return response
         await pump(sock, conn, want, bool(session.config.get("AttachStdin")))
-        # `docker exec` asks for the exit code as soon as the stream ends: have it ready.
+        # `docker exec` asks for the exit code as soon as the stream ends: have it ready first.
         try:
             await asyncio.wait_for(asyncio.wrap_future(session.done), 10)
         except (TimeoutError, KapalError):
             pass
+        await conn.close_write()
     finally:
         await conn.close()
     return response

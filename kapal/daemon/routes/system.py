@@ -15,6 +15,7 @@ from kapal.daemon.app import API_VERSION, ENGINE, MIN_API_VERSION, Routes, json_
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
 from kapal.daemon.routes.containers import summary as summary_of
 from kapal.daemon.routes.images import image_summaries
+from kapal.daemon.routes.volumes import volumes_df_json
 from kapal.daemon.streams import json_line
 from kapal.errors import InvalidArgument
 from kapal.events import Event
@@ -186,6 +187,11 @@ def _event_matches(event: Event, filters: dict[str, list[str]]) -> bool:
         and not (set(filters["container"]) & {event.actor_id, event.attributes.get("name", "")})
     ):
         return False
+    if "volume" in filters and not any(
+        event.actor_id.startswith(v) or event.attributes.get("name", "").startswith(v)
+        for v in filters["volume"]
+    ):
+        return False  # as dockerd's fuzzy match: the filter keeps only events whose actor it names
     return "label" not in filters or labels_match(event.attributes, filters["label"])
 
 
@@ -249,7 +255,7 @@ async def system_df(request: web.Request) -> web.Response:
             "LayersSize": await asyncio.to_thread(engine.layers.usage),
             "Images": summaries,
             "Containers": container_summaries,
-            "Volumes": [],
+            "Volumes": await asyncio.to_thread(volumes_df_json, engine.volumes),
             "BuildCache": [],
         }
     )
