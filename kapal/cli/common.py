@@ -85,6 +85,20 @@ def print_error(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def for_each(names: list[str], action: Callable[[str], Any]) -> int:
+    """Apply *action* to each name as docker's multi-object verbs do: print each name or error, go on."""
+    failed = False
+    for name in names:
+        try:
+            action(name)
+        except DaemonError as error:
+            print_error(f"Error response from daemon: {error.message}")
+            failed = True
+            continue
+        print(name)
+    return 1 if failed else 0
+
+
 def sorted_row(row: dict[str, Any]) -> dict[str, Any]:
     """A formatter row: ``{{json .}}`` prints it with sorted keys and HTML escapes, as docker does."""
     from kapal.cli.template import ContextRow

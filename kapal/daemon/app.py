@@ -15,7 +15,7 @@ from aiohttp import web
 
 from kapal import __version__
 from kapal.engine import Engine
-from kapal.errors import KapalError
+from kapal.errors import InvalidArgument, KapalError
 
 log = logging.getLogger("kapald")
 
@@ -43,6 +43,21 @@ def json_response(data: object, status: int = 200) -> web.Response:
     whole header before decoding an error) and a trailing newline."""
     body = json.dumps(data, separators=(",", ":")).encode() + b"\n"
     return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
+
+
+async def read_json_body(request: web.Request) -> dict:
+    """A request's JSON object body; no body (or ``null``) is an empty object."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"invalid JSON body: {error}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON body: want an object")
+    return body
 
 
 def error_response(status: int, message: str) -> web.Response:

@@ -8,7 +8,16 @@ import sys
 import threading
 import time
 
-from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
+from kapal.cli.common import (
+    CommandError,
+    Context,
+    DaemonError,
+    for_each,
+    output_rows,
+    parser,
+    print_error,
+    sorted_row,
+)
 from kapal.units import human_duration, human_size, parse_size
 
 TYPE_CHECKING = False
@@ -688,19 +697,6 @@ def create(ctx: Context, prog: str, args: list[str]) -> int:
 # -- simple verbs ------------------------------------------------------------------------------
 
 
-def _each(ctx: Context, names: list[str], action: Any) -> int:
-    failed = False
-    for name in names:
-        try:
-            action(name)
-        except DaemonError as error:
-            print_error(f"Error response from daemon: {error.message}")
-            failed = True
-            continue
-        print(name)
-    return 1 if failed else 0
-
-
 def start(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(prog, f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", "Start one or more stopped containers")
     p.add_argument("containers", nargs="+")
@@ -730,7 +726,7 @@ def start(ctx: Context, prog: str, args: list[str]) -> int:
         )
         attach.close()
         return int(json.loads(waiter.read() or b"{}").get("StatusCode", 0))
-    return _each(ctx, opts.containers, lambda name: client.json("POST", f"/containers/{name}/start"))
+    return for_each(opts.containers, lambda name: client.json("POST", f"/containers/{name}/start"))
 
 
 def stop(ctx: Context, prog: str, args: list[str]) -> int:
@@ -740,9 +736,7 @@ def stop(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-s", "--signal")
     opts = p.parse_args(args)
     query = {"t": opts.timeout, "signal": opts.signal}
-    return _each(
-        ctx, opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/stop", query)
-    )
+    return for_each(opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/stop", query))
 
 
 def restart(ctx: Context, prog: str, args: list[str]) -> int:
@@ -752,8 +746,8 @@ def restart(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-s", "--signal")
     opts = p.parse_args(args)
     query = {"t": opts.timeout, "signal": opts.signal}
-    return _each(
-        ctx, opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/restart", query)
+    return for_each(
+        opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/restart", query)
     )
 
 
@@ -763,16 +757,14 @@ def kill(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-s", "--signal")
     opts = p.parse_args(args)
     query = {"signal": opts.signal}
-    return _each(
-        ctx, opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/kill", query)
-    )
+    return for_each(opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/kill", query))
 
 
 def pause(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(prog, f"{prog} CONTAINER [CONTAINER...]", "Pause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     opts = p.parse_args(args)
-    return _each(ctx, opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/pause"))
+    return for_each(opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/pause"))
 
 
 def unpause(ctx: Context, prog: str, args: list[str]) -> int:
@@ -781,7 +773,7 @@ def unpause(ctx: Context, prog: str, args: list[str]) -> int:
     )
     p.add_argument("containers", nargs="+")
     opts = p.parse_args(args)
-    return _each(ctx, opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/unpause"))
+    return for_each(opts.containers, lambda name: ctx.client.json("POST", f"/containers/{name}/unpause"))
 
 
 def rm(ctx: Context, prog: str, args: list[str]) -> int:
@@ -792,7 +784,7 @@ def rm(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-l", "--link", action="store_true")
     opts = p.parse_args(args)
     query = {"force": opts.force, "v": opts.volumes}
-    return _each(ctx, opts.containers, lambda name: ctx.client.json("DELETE", f"/containers/{name}", query))
+    return for_each(opts.containers, lambda name: ctx.client.json("DELETE", f"/containers/{name}", query))
 
 
 def rename(ctx: Context, prog: str, args: list[str]) -> int:

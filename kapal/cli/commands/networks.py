@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import sys
 
-from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
+from kapal.cli.common import (
+    CommandError,
+    Context,
+    DaemonError,
+    for_each,
+    output_rows,
+    parser,
+    print_error,
+    sorted_row,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -123,19 +132,6 @@ def inspect(ctx: Context, prog: str, args: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _each(names: list[str], action: Any) -> int:
-    failed = False
-    for name in names:
-        try:
-            action(name)
-        except DaemonError as error:
-            print_error(f"Error response from daemon: {error.message}")
-            failed = True
-            continue
-        print(name)
-    return 1 if failed else 0
-
-
 def rm(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(prog, f"{prog} NETWORK [NETWORK...]", "Remove one or more networks")
     p.add_argument("networks", nargs="+")
@@ -149,7 +145,7 @@ def rm(ctx: Context, prog: str, args: list[str]) -> int:
             if not (opts.force and error.status == 404):
                 raise
 
-    return _each(opts.networks, remove)
+    return for_each(opts.networks, remove)
 
 
 def prune(ctx: Context, prog: str, args: list[str]) -> int:

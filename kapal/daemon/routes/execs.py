@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from aiohttp import web
 
-from kapal.daemon.app import ENGINE, Routes, json_response
+from kapal.daemon.app import ENGINE, Routes, json_response, read_json_body
 from kapal.daemon.hijack import STDERR, STDOUT, hijack
 from kapal.daemon.routes.containers import pump
 from kapal.errors import InvalidArgument, KapalError
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"invalid JSON body: {error}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InvalidArgument("invalid JSON body: want an object")
-    return body
-
-
 async def create_exec(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await read_json_body(request)
     session = await asyncio.to_thread(request.app[ENGINE].execs.create, request.match_info["id"], body)
     return json_response({"Id": session.id}, status=201)
 
@@ -37,7 +21,7 @@ async def create_exec(request: web.Request) -> web.Response:
 async def start_exec(request: web.Request) -> web.StreamResponse:
     execs = request.app[ENGINE].execs
     session = execs.get(request.match_info["id"])
-    body = await _json_body(request)
+    body = await read_json_body(request)
     tty = body.get("Tty", session.config.get("Tty"))
     if body.get("Detach"):
         await asyncio.to_thread(execs.start, session.id, tty, False)

@@ -9,13 +9,12 @@ service recorded on the container.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 
 from kapal.container.model import Container
-from kapal.daemon.app import ENGINE, Routes, json_response
+from kapal.daemon.app import ENGINE, Routes, json_response, read_json_body
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
 from kapal.errors import InvalidArgument
 from kapal.network.ipam import Network
@@ -137,18 +136,6 @@ def _matches(service: NetworkService, network: Network, filters: dict[str, list[
     return True
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"invalid JSON body: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("invalid JSON body: want an object")
-    return body
-
-
 async def list_networks(request: web.Request) -> web.Response:
     service = _service(request)
     filters = parse_filters(request.query.get("filters"))
@@ -168,7 +155,7 @@ async def inspect_network(request: web.Request) -> web.Response:
 
 async def create_network(request: web.Request) -> web.Response:
     service = _service(request)
-    body = await _body(request)
+    body = await read_json_body(request)
     configs = ((body.get("IPAM") or {}).get("Config")) or []
     ipv4 = [c for c in configs if ":" not in (c.get("Subnet") or "")]
     if len(ipv4) > 1:
@@ -194,7 +181,7 @@ async def remove_network(request: web.Request) -> web.Response:
 
 
 async def connect_network(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_json_body(request)
     await asyncio.to_thread(
         _service(request).connect, request.match_info["id"], str(body.get("Container") or "")
     )
@@ -202,7 +189,7 @@ async def connect_network(request: web.Request) -> web.Response:
 
 
 async def disconnect_network(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_json_body(request)
     await asyncio.to_thread(
         _service(request).disconnect,
         request.match_info["id"],

@@ -8,12 +8,11 @@ so ``inspect`` output matches byte for byte.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 
-from kapal.daemon.app import ENGINE, Routes, api_version, json_response
+from kapal.daemon.app import ENGINE, Routes, api_version, json_response, read_json_body
 from kapal.daemon.filters import check_keys, parse_filters
 from kapal.errors import InvalidArgument
 from kapal.volume.service import LIST_FILTERS, PRUNE_FILTERS, Volume, VolumeService
@@ -66,20 +65,6 @@ def volumes_df_json(service: VolumeService) -> list[dict[str, Any]]:
     return out
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"invalid JSON body: {error}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InvalidArgument("invalid JSON body: want an object")
-    return body
-
-
 async def list_volumes(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters"))
     check_keys(filters, LIST_FILTERS)
@@ -89,7 +74,7 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 
 async def create_volume(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_json_body(request)
     if body.get("ClusterVolumeSpec"):
         raise InvalidArgument("cluster volumes need a swarm manager; kapal has no swarm")
     volume = await asyncio.to_thread(
