@@ -30,8 +30,12 @@ Management Commands:
 
 Commands:
   attach      Attach local standard input, output, and error streams to a running container
+  commit      Create a new image from a container's changes
+  cp          Copy files/folders between a container and the local filesystem
   create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
   events      Get real time events from the server
+  export      Export a container's filesystem as a tar archive
   history     Show the history of an image
   import      Import the contents from a tarball to create a filesystem image
   inspect     Return low-level information on objects
@@ -46,9 +50,12 @@ Commands:
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
   start       Start one or more stopped containers
+  stats       Display a live stream of container(s) resource usage statistics
   stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  top         Display the running processes of a container
   unpause     Unpause all processes within one or more containers
+  update      Update configuration of one or more containers
   wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:
@@ -65,6 +72,8 @@ _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
 _NETWORKS = "kapal.cli.commands.networks"
 _VOLUMES = "kapal.cli.commands.volumes"
+_FILES = "kapal.cli.commands.container_files"
+_FILE_VERBS = ["cp", "diff", "commit", "export", "top", "stats", "update"]
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
 _CONTAINER_VERBS = [
@@ -86,6 +95,7 @@ _CONTAINER_VERBS = [
 COMMANDS: dict[str, tuple[str, str]] = {
     **{verb: (_CONTAINERS, verb) for verb in _CONTAINER_VERBS},
     "exec": (_CONTAINERS, "exec_"),
+    **{verb: (_FILES, verb) for verb in _FILE_VERBS},
     "version": (_SYSTEM, "version"),
     "info": (_SYSTEM, "info"),
     "events": (_SYSTEM, "events"),
@@ -109,6 +119,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "prune": (_CONTAINERS, "prune"),
         "exec": (_CONTAINERS, "exec_"),
         "port": (_NETWORKS, "port"),
+        **{verb: (_FILES, verb) for verb in _FILE_VERBS},
     },
     "image": {
         "ls": (_IMAGES, "images"),

@@ -129,7 +129,7 @@ class Routes:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from kapal.daemon.routes import containers, execs, images, networks, system, volumes
+    from kapal.daemon.routes import container_files, containers, execs, images, networks, system, volumes
 
     app = web.Application(middlewares=[api_middleware], client_max_size=1 << 40)
     app[ENGINE] = engine
@@ -138,6 +138,7 @@ def create_app(engine: Engine) -> web.Application:
     system.register(routes)
     images.register(routes)
     containers.register(routes)
+    container_files.register(routes)
     execs.register(routes)
     networks.register(routes)
     volumes.register(routes)
