@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import math
 
+from kapal.units import _underscore_ok  # strconv's rule, shared with the size parser
+
 __all__ = [
     "ContextRow",
     "Template",
@@ -1157,32 +1159,6 @@ class _Lexer:
 
 class _SyntaxErr(Exception):
     pass
-
-
-def _underscore_ok(s: str) -> bool:
-    saw = "^"
-    i = 0
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    hexa = False
-    if len(s) >= 2 and s[0] == "0" and s[1].lower() in "box":
-        i = 2
-        saw = "0"
-        hexa = s[1].lower() == "x"
-    while i < len(s):
-        c = s[i]
-        if "0" <= c <= "9" or (hexa and "a" <= c.lower() <= "f"):
-            saw = "0"
-        elif c == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        else:
-            if saw == "_":
-                return False
-            saw = "!"
-        i += 1
-    return saw != "_"
 
 
 def _parse_uint(s: str) -> int | None:
