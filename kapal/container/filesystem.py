@@ -53,6 +53,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from kapal import reference
 from kapal.container.model import RUNNING, Container
 from kapal.errors import Conflict, InvalidArgument, KapalError, NotFound, StorageError
+from kapal.gopath import asserts_directory, preserve_trailing_dot_or_separator
+from kapal.gopath import base as go_base
+from kapal.gopath import clean as go_clean
 from kapal.image import manifest as mf
 from kapal.image.changes import apply_changes
 from kapal.image.compression import Compression, compress_writer, open_decompressed
@@ -131,44 +134,6 @@ _DOCKER_TO_OCI_LAYER = {
 
 # --------------------------------------------------------------------------------------------
 # Go path semantics (Docker's cp rules are written in terms of them)
-
-
-def go_clean(path: str) -> str:
-    """Go's ``filepath.Clean``: POSIX normalisation, but ``//x`` is ``/x``."""
-    cleaned = posixpath.normpath(path) if path else "."
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
-
-
-def go_base(path: str) -> str:
-    """Go's ``filepath.Base``: the last element, trailing slashes ignored; ``/`` for the root."""
-    if not path:
-        return "."
-    stripped = path.rstrip("/")
-    if not stripped:
-        return "/"
-    return stripped.rpartition("/")[2]
-
-
-def specifies_current_dir(path: str) -> bool:
-    return go_base(path) == "."
-
-
-def asserts_directory(path: str) -> bool:
-    """A trailing ``/`` or ``/.`` says "this must be a directory" (go-archive's rule)."""
-    return path.endswith("/") or specifies_current_dir(path)
-
-
-def preserve_trailing_dot_or_separator(cleaned: str, original: str) -> str:
-    """go-archive's ``PreserveTrailingDotOrSeparator``: cleaning must not lose ``/.`` or ``/``."""
-    if not specifies_current_dir(cleaned) and specifies_current_dir(original):
-        if not cleaned.endswith("/"):
-            cleaned += "/"
-        cleaned += "."
-    if not cleaned.endswith("/") and original.endswith("/"):
-        cleaned += "/"
-    return cleaned
 
 
 def container_abs_path(path: str) -> str:

@@ -29,6 +29,13 @@ from kapal.cli.common import (
     print_error,
     sorted_row,
 )
+from kapal.gopath import asserts_directory as _asserts_directory
+from kapal.gopath import base as _base
+from kapal.gopath import clean as _clean
+from kapal.gopath import dirname as _dir
+from kapal.gopath import join as _join
+from kapal.gopath import preserve_trailing_dot_or_separator as preserve_trailing
+from kapal.gopath import specifies_current_dir as _current_dir
 from kapal.units import bytes_size, human_size_with_precision, parse_size
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
@@ -49,52 +56,6 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 # -- Go path semantics ------------------------------------------------------------------------
-
-
-def _clean(path: str) -> str:
-    """Go's ``filepath.Clean`` (``//x`` is ``/x``, unlike POSIX normpath)."""
-    cleaned = os.path.normpath(path) if path else "."
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
-
-
-def _base(path: str) -> str:
-    """Go's ``filepath.Base``."""
-    if not path:
-        return "."
-    stripped = path.rstrip("/")
-    return stripped.rpartition("/")[2] if stripped else "/"
-
-
-def _dir(path: str) -> str:
-    """Go's ``filepath.Dir``."""
-    return _clean(path[: path.rfind("/") + 1])
-
-
-def _join(*parts: str) -> str:
-    """Go's ``filepath.Join``: empty parts dropped, the result cleaned."""
-    joined = "/".join(part for part in parts if part)
-    return _clean(joined) if joined else ""
-
-
-def _current_dir(path: str) -> bool:
-    return _base(path) == "."
-
-
-def _asserts_directory(path: str) -> bool:
-    return path.endswith("/") or _current_dir(path)
-
-
-def preserve_trailing(cleaned: str, original: str) -> str:
-    """go-archive's ``PreserveTrailingDotOrSeparator``."""
-    if not _current_dir(cleaned) and _current_dir(original):
-        if not cleaned.endswith("/"):
-            cleaned += "/"
-        cleaned += "."
-    if not cleaned.endswith("/") and original.endswith("/"):
-        cleaned += "/"
-    return cleaned
 
 
 def split_path_dir_entry(path: str) -> tuple[str, str]:
