@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -40,6 +41,11 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
     from kapal.network.service import NetworkOptions
     from kapal.runtime import cgroups
 
+    # Blocking work runs in threads, and some of it lasts (a `logs -f`, a `stop -t 30`): the default
+    # pool (cores + 4 threads) would let six such clients stall every other request.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix="kapald")
+    )
     sockets = cfg.socket_paths()
     options = RuntimeOptions(
         default_runtime=cfg.extra.get("default-runtime", "crun"), runtimes=cfg.extra.get("runtimes", {})
