@@ -36,7 +36,7 @@ from kapal.container.watcher import ExitWatcher
 from kapal.errors import Conflict, InvalidArgument, KapalError, NotFound
 from kapal.events import EventBus
 from kapal.image.layers import LayerStore
-from kapal.image.store import ImageStore
+from kapal.image.store import Image, ImageStore
 from kapal.metadata import Database
 from kapal.runtime import cgroups, monitor, rootfs
 from kapal.runtime.oci import OCIRuntime
@@ -247,12 +247,12 @@ class ContainerService:
 
     # -- start ---------------------------------------------------------------------------------
 
-    def mount_rootfs(self, container: Container) -> Path:
+    def mount_rootfs(self, container: Container, image: Image | None = None) -> Path:
         """Mount the container's root filesystem (if it is not) and return its path."""
         directory = self.path(container)
         target = directory / "rootfs"
         if not rootfs.is_mounted(target):
-            image = self.images.get_by_id(container.image_id)
+            image = image or self.images.get_by_id(container.image_id)
             lowers = [str(self.layers.path(diff_id)) for diff_id, _ in reversed(image.layers)]
             rootfs.mount_overlay(lowers, directory / "upper", directory / "work", target)
         return target
@@ -270,7 +270,9 @@ class ContainerService:
     def _start(self, container: Container) -> None:
         directory = self.path(container)
         runtime = self.runtime(container.runtime)
-        target = self.mount_rootfs(container)
+        # Loaded once: reading an image verifies its config blob and queries its rows.
+        image = self.images.get_by_id(container.image_id)
+        target = self.mount_rootfs(container, image)
         try:
             hc = container.host_config
             hostname = container.config.get("Hostname") or container.id[:12]
@@ -286,7 +288,7 @@ class ContainerService:
                 hc.get("DnsOptions") or [],
                 addresses=addresses,
             )
-            image_config = (self.images.get_by_id(container.image_id).config.get("config")) or {}
+            image_config = image.config.get("config") or {}
             mounts: list[dict[str, Any]] = []
             if self.volumes is not None:
                 mounts = resolve_mounts(container, self.volumes, image_config, target)
