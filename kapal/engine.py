@@ -115,7 +115,9 @@ class Engine:
         self.execs  # noqa: B018 - wires the health monitor before containers are picked up
         self.networks.recover()  # adopt bridges and rules of containers that outlived the last daemon
         self.containers.recover()
-        self.networks.drop_stale({c.id for c in self.containers.list() if c.running})
+        running = [c for c in self.containers.list() if c.running]
+        self.networks.drop_stale({c.id for c in running})
+        self.networks.resume(running)
         ingests = self.content.remove_abandoned_ingests()
         self.layers.remove_abandoned()
         blobs, layers = self.images.collect_garbage()

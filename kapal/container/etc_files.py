@@ -25,13 +25,34 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def resolv_conf(
-    dns: list[str], search: list[str], options: list[str], host_file: str = "/etc/resolv.conf"
+    dns: list[str],
+    search: list[str],
+    options: list[str],
+    host_file: str = "/etc/resolv.conf",
+    embedded_dns: bool = False,
 ) -> str:
-    """The host's resolv.conf without loopback nameservers (unreachable from a container), or the flags'."""
+    """The host's resolv.conf without loopback nameservers (unreachable from a container), or the flags'.
+
+    With the embedded DNS (user-defined networks) the only nameserver is 127.0.0.11, which forwards
+    to the --dns servers or the host's; ``ndots:0`` makes a bare container name be tried as is first.
+    """
     try:
         host = Path(host_file).read_text()
     except OSError:
         host = ""
+    if embedded_dns:
+        host_search = [w for line in host.splitlines() if line.startswith("search") for w in line.split()[1:]]
+        host_options = [
+            w for line in host.splitlines() if line.startswith("options") for w in line.split()[1:]
+        ]
+        lines = ["nameserver 127.0.0.11"]
+        if search or host_search:
+            lines.append("search " + " ".join(search or host_search))
+        chosen = options or host_options
+        if not any(o.startswith("ndots:") for o in chosen):
+            chosen = ["ndots:0", *chosen]
+        lines.append("options " + " ".join(chosen))
+        return "\n".join(lines) + "\n"
     if dns or search or options:
         lines = [f"nameserver {server}" for server in dns]
         if search:
@@ -54,6 +75,7 @@ def write_etc_files(
     dns_search: list[str],
     dns_options: list[str],
     addresses: list[str] = (),
+    embedded_dns: bool = False,
 ) -> dict[str, str]:
     """Write the three files into *directory*; returns {container path: host path}."""
     full = f"{hostname}.{domainname}" if domainname else hostname
@@ -73,7 +95,8 @@ def write_etc_files(
         if match:
             hosts += f"{match.group(2)}\t{match.group(1)}\n"
     _atomic_write(directory / "hosts", hosts)
-    _atomic_write(directory / "resolv.conf", resolv_conf(dns, dns_search, dns_options))
+    resolver = resolv_conf(dns, dns_search, dns_options, embedded_dns=embedded_dns)
+    _atomic_write(directory / "resolv.conf", resolver)
     return {
         "/etc/hostname": str(directory / "hostname"),
         "/etc/hosts": str(directory / "hosts"),

@@ -98,6 +98,9 @@ class Container:
     manually_stopped: bool = False
     exec_ids: list[str] = field(default_factory=list)
     network_settings: dict[str, Any] = field(default_factory=dict)
+    # network name → its EndpointSettings config (NetworkID, Aliases, IPAMConfig, GwPriority), in the
+    # order the container joins them: the NetworkMode network first (eth0), then connected ones.
+    endpoints_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

@@ -206,8 +206,8 @@ class ContainerService:
                 name = names.generate(lambda n: any(c.name == n for c in self._containers.values()))
             if host_config.get("NetworkMode") in (None, "", "default"):
                 host_config["NetworkMode"] = "bridge"
-            if self.network is not None:
-                self.network.check_mode(host_config)  # an unknown network fails create, as in dockerd
+            # An unknown network fails create, as in dockerd; the plan is the container's endpoints.
+            endpoints = self.network.plan(host_config, body.get("NetworkingConfig")) if self.network else {}
             host_config["Runtime"] = runtime_name
             container = Container(
                 id=container_id,
@@ -219,6 +219,7 @@ class ContainerService:
                 host_config=host_config,
                 args=args,
                 runtime=runtime_name,
+                endpoints_config=endpoints,
             )
             self._containers[container_id] = container
         try:
@@ -287,6 +288,7 @@ class ContainerService:
                 hc.get("DnsSearch") or [],
                 hc.get("DnsOptions") or [],
                 addresses=addresses,
+                embedded_dns=self.network is not None and self.network.uses_embedded_dns(container),
             )
             image_config = image.config.get("config") or {}
             mounts: list[dict[str, Any]] = []

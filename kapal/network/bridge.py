@@ -80,15 +80,16 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _in_netns(pid: int, work: Callable[[IPRoute], R]) -> R:
-    """Run *work* with an IPRoute socket opened inside the network namespace of *pid*.
+def in_netns(pid: int, work: Callable[[], R]) -> R:
+    """Run *work* in a fresh thread that has entered the network namespace of *pid*.
 
     Not pyroute2's NetNS: it forks a helper process, and a forked copy of kapald
     shares the asyncio signal wake-up fd, so signals pyroute2 sends its helper
     reach kapald's loop as if kapald got them (a SIGTERM that shut the daemon
-    down). Instead a fresh thread enters the namespace (setns changes only the
-    calling thread's), opens the netlink socket there, and goes back; being a
-    fresh thread, no other work ever runs in the container's namespace.
+    down). setns changes only the calling thread's namespace, and the thread is
+    fresh and goes back before it ends, so no other work ever runs in the
+    container's namespace. Sockets *work* opens stay in the container's namespace
+    for good, whichever thread uses them later.
     """
 
     def run() -> R:
@@ -100,8 +101,7 @@ def _in_netns(pid: int, work: Callable[[IPRoute], R]) -> R:
             finally:
                 os.close(target)
             try:
-                with IPRoute() as ipr:
-                    return work(ipr)
+                return work()
             finally:
                 _setns(own)
         finally:
@@ -109,6 +109,16 @@ def _in_netns(pid: int, work: Callable[[IPRoute], R]) -> R:
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netns") as pool:
         return pool.submit(run).result()
+
+
+def _in_netns(pid: int, work: Callable[[IPRoute], R]) -> R:
+    """Run *work* with an IPRoute socket opened inside the network namespace of *pid*."""
+
+    def with_netlink() -> R:
+        with IPRoute() as ipr:
+            return work(ipr)
+
+    return in_netns(pid, with_netlink)
 
 
 @_off_loop

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from kapal.errors import Conflict, NotFound, Unavailable
+from kapal.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from kapal.metadata import Database
 
 # The tables (networks, endpoints) are created by their migration in kapal.metadata.MIGRATIONS.
@@ -141,8 +141,13 @@ class IPAM:
             params.append(container_id)
         return [_endpoint(row) for row in self.db.query(sql + " ORDER BY rowid", tuple(params))]
 
-    def allocate(self, network: Network, container_id: str, ifname: str) -> Endpoint:
-        """The container's endpoint on *network*: its existing one, or one with a fresh address."""
+    def allocate(
+        self, network: Network, container_id: str, ifname: str, address: str | None = None
+    ) -> Endpoint:
+        """The container's endpoint on *network*: its existing one, or one with a fresh address.
+
+        *address* asks for that address (``--ip``); taken or outside the subnet, it is refused.
+        """
         subnet = ipaddress.IPv4Network(network.subnet)
         gateway = ipaddress.IPv4Address(network.gateway)
         with self.db.transaction() as conn:
@@ -159,17 +164,10 @@ class IPAM:
             cursor = conn.execute("SELECT last_address FROM networks WHERE id = ?", (network.id,)).fetchone()
             if cursor is None:
                 raise NotFound(f"network {network.name} not found")
-            hosts = [int(h) for h in subnet.hosts() if h != gateway]
-            start = 0
-            if cursor[0]:
-                last = int(ipaddress.IPv4Address(cursor[0]))
-                start = next((i + 1 for i, h in enumerate(hosts) if h == last), 0)
-            for step in range(len(hosts)):
-                candidate = str(ipaddress.IPv4Address(hosts[(start + step) % len(hosts)]))
-                if candidate not in used:
-                    break
+            if address:
+                candidate = _requested(network, address, used)
             else:
-                raise Unavailable(f"no available IPv4 addresses on network {network.name}: {subnet}")
+                candidate = _next_free(network, subnet, gateway, cursor[0], used)
             endpoint_id = secrets.token_hex(32)
             endpoint = Endpoint(
                 id=endpoint_id,
@@ -193,7 +191,8 @@ class IPAM:
                     endpoint.ifname,
                 ),
             )
-            conn.execute("UPDATE networks SET last_address = ? WHERE id = ?", (candidate, network.id))
+            if not address:
+                conn.execute("UPDATE networks SET last_address = ? WHERE id = ?", (candidate, network.id))
         return endpoint
 
     def set_ports(self, endpoint_id: str, ports: list[PortMapping]) -> None:
@@ -206,6 +205,41 @@ class IPAM:
     def release(self, endpoint_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+
+
+def _requested(network: Network, address: str, used: set[str]) -> str:
+    try:
+        wanted = ipaddress.IPv4Address(address)
+    except ValueError:
+        raise InvalidArgument(f"invalid IPv4 address: {address}") from None
+    subnet = ipaddress.IPv4Network(network.subnet)
+    if wanted not in subnet or wanted in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidArgument(
+            f"no configured subnet or ip-range contain the IP address {address} of network {network.name}"
+        )
+    if str(wanted) in used or str(wanted) == network.gateway:
+        raise Conflict(f"Address already in use: {address} on network {network.name}")
+    return str(wanted)
+
+
+def _next_free(
+    network: Network,
+    subnet: ipaddress.IPv4Network,
+    gateway: ipaddress.IPv4Address,
+    last: str,
+    used: set[str],
+) -> str:
+    """Round-robin from the address after the last one handed out."""
+    hosts = [int(h) for h in subnet.hosts() if h != gateway]
+    start = 0
+    if last:
+        last_int = int(ipaddress.IPv4Address(last))
+        start = next((i + 1 for i, h in enumerate(hosts) if h == last_int), 0)
+    for step in range(len(hosts)):
+        candidate = str(ipaddress.IPv4Address(hosts[(start + step) % len(hosts)]))
+        if candidate not in used:
+            return candidate
+    raise Unavailable(f"no available IPv4 addresses on network {network.name}: {subnet}")
 
 
 def _network(row: Any) -> Network:

@@ -93,10 +93,37 @@ class NatTable:
         for s in subnets:
             if not s.internal:
                 lines.append(f'    ip saddr {s.subnet} oifname != "{s.bridge}" masquerade')
+            # a container reaching a published port of its own network (even its own): without this the
+            # reply would go straight back over the bridge, from an address the client never dialled
+            lines.append(f'    ip saddr {s.subnet} oifname "{s.bridge}" ct status dnat masquerade')
             # loopback-sourced connections DNATed to a container (route_localnet): reply via the bridge
             lines.append(f'    ip saddr 127.0.0.0/8 oifname "{s.bridge}" masquerade')
-        lines += ["  }", "}"]
+        lines += ["  }"]
+        lines += self._filter(subnets)
+        lines += ["}"]
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _filter(subnets: list[Subnet]) -> list[str]:
+        """Isolation, as Docker's DOCKER-ISOLATION chains: an internal network's traffic stays on its
+        bridge, and no container reaches another network's containers through the host, except
+        by a published port (DNATed connections are let through, as with Docker's proxy)."""
+        bridges = sorted({s.bridge for s in subnets})
+        lines = [
+            "  chain forward {",
+            "    type filter hook forward priority 0; policy accept;",
+        ]
+        for s in subnets:
+            if s.internal:
+                lines.append(f'    iifname "{s.bridge}" oifname != "{s.bridge}" drop')
+                lines.append(f'    oifname "{s.bridge}" iifname != "{s.bridge}" drop')
+        if len(bridges) > 1:
+            lines.append("    ct status dnat accept")
+            for bridge in bridges:
+                others = ", ".join(f'"{b}"' for b in bridges if b != bridge)
+                lines.append(f'    iifname "{bridge}" oifname {{ {others} }} drop')
+        lines.append("  }")
+        return lines
 
     def apply(self, subnets: list[Subnet], forwards: list[Forward]) -> None:
         if not subnets and not forwards:

@@ -82,6 +82,7 @@ class NetworkService:
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._up: set[str] = set()  # ids of networks whose bridge this daemon has set up
+        self._dns: Any = None  # the EmbeddedDNS, made when a container first joins a user network
         self._ensure_builtin()
 
     # -- networks -------------------------------------------------------------------------------
@@ -330,6 +331,8 @@ class NetworkService:
 
     def close(self) -> None:
         """Daemon shutdown: remove bridges and rules unless containers still use them."""
+        if self._dns is not None:
+            self._dns.close()
         with self._lock:
             self.ports.release_all()
             if self.ipam.endpoints():
@@ -354,133 +357,234 @@ class NetworkService:
 
     # -- container hooks ------------------------------------------------------------------------
 
-    def check_mode(self, host_config: dict[str, Any]) -> None:
-        """At create: an unknown network is an error now, as dockerd says, not at start."""
+    def plan(self, host_config: dict[str, Any], networking: dict[str, Any] | None = None) -> dict[str, Any]:
+        """At create: the container's networks and their endpoint configs (``endpoints_config``).
+
+        An unknown network is an error now, as dockerd says, not at start. ``NetworkingConfig``'s
+        entry for the NetworkMode network gives its aliases and static address; entries for other
+        networks join the container to those too (API 1.44+).
+        """
         mode = _mode(host_config)
         if mode in PASSIVE_MODES or mode.startswith("container:"):
-            return
-        self.get(mode)
+            return {}
+        wanted = dict((networking or {}).get("EndpointsConfig") or {})
+        primary = self.get(mode)
+        own = [wanted.pop(key, None) for key in {mode, primary.name, primary.id, "default"}]
+        plan: dict[str, Any] = {}
+        for ref, config in [(mode, next((c for c in own if c), None))] + list(wanted.items()):
+            network = self.get(ref)
+            if network.name in plan:
+                continue
+            if network.builtin and network.name != "bridge":
+                raise InvalidArgument(
+                    f"container cannot be connected to the {network.name} network and others"
+                )
+            plan[network.name] = _endpoint_config(network, config or {})
+        return plan
+
+    def _joined(self, container: Container) -> list[tuple[Network, dict[str, Any]]]:
+        """The networks the container is on, in order (eth0 first); a network since removed is skipped."""
+        configs = container.endpoints_config
+        mode = _mode(container.host_config)
+        if not configs:  # created before endpoint configs were recorded
+            if mode in PASSIVE_MODES or mode.startswith("container:"):
+                return []
+            configs = {mode: {}}
+        out = []
+        for name, config in configs.items():
+            try:
+                out.append((self.get(config.get("NetworkID") or name), config))
+            except NotFound:
+                log.warning("container %s: network %s no longer exists", container.short_id, name)
+        return out
 
     def prepare(self, container: Container) -> list[str]:
-        """Allocate the container's address on its network (for /etc/hosts); idempotent."""
-        mode = _mode(container.host_config)
-        if mode in PASSIVE_MODES or mode.startswith("container:"):
-            return []
-        network = self.get(mode)
+        """Allocate the container's addresses on its networks (for /etc/hosts); idempotent."""
+        addresses = []
         with self._lock:
-            network = self._ensure_up(network)  # may still move an unused auto subnet off a clash
-            return [self.ipam.allocate(network, container.id, "eth0").address]
+            for index, (network, config) in enumerate(self._joined(container)):
+                network = self._ensure_up(network)  # may still move an unused auto subnet off a clash
+                endpoint = self.ipam.allocate(network, container.id, f"eth{index}", _static_ip(config))
+                addresses.append(endpoint.address)
+        return addresses
+
+    def uses_embedded_dns(self, container: Container) -> bool:
+        """Containers on user-defined networks resolve each other through 127.0.0.11, as in Docker."""
+        return any(not network.builtin for network, _ in self._joined(container))
 
     def attach(self, container: Container, pid: int) -> dict[str, Any]:
         mode = _mode(container.host_config)
         if mode == "none":
             links.lo_up(pid)
-        if mode in PASSIVE_MODES or mode.startswith("container:"):
+        joined = self._joined(container)
+        if not joined:
             return self.settings(container, pid)
-        network = self.get(mode)
         with self._lock:
-            network = self._ensure_up(network)
-            endpoint = self.ipam.allocate(network, container.id, "eth0")
+            gateway_network = _gateway_network(joined)
+            made: list[Endpoint] = []
             try:
-                endpoint.ports = self._reserve_ports(container)
-                self.ipam.set_ports(endpoint.id, endpoint.ports)
-                links.add_veth(
-                    network.bridge,
-                    endpoint.host_ifname,
-                    pid,
-                    "eth0",
-                    endpoint.address,
-                    network.prefixlen,
-                    network.gateway,
-                    endpoint.mac,
-                    self.options.mtu,
-                    default_route=True,
-                )
-                if endpoint.ports:
+                for index, (network, config) in enumerate(joined):
+                    network = self._ensure_up(network)
+                    endpoint = self.ipam.allocate(network, container.id, f"eth{index}", _static_ip(config))
+                    made.append(endpoint)
+                    if index == 0:
+                        endpoint.ports = self._reserve_ports(container)
+                        self.ipam.set_ports(endpoint.id, endpoint.ports)
+                    self._plug(network, endpoint, pid, network.id == gateway_network)
+                if any(e.ports for e in made) or any(not n.builtin for n, _ in joined):
                     self._apply_nat()
             except BaseException:
-                self._release(endpoint)
-                if endpoint.ports:
-                    self._apply_nat()
+                for endpoint in made:
+                    self._release(endpoint)
+                self._apply_nat()
                 raise
+        if any(not network.builtin for network, _ in joined):
+            self._serve_dns(container, pid)
         return self.settings(container, pid)
 
+    def _plug(self, network: Network, endpoint: Endpoint, pid: int, default_route: bool) -> None:
+        links.add_veth(
+            network.bridge,
+            endpoint.host_ifname,
+            pid,
+            endpoint.ifname,
+            endpoint.address,
+            network.prefixlen,
+            network.gateway,
+            endpoint.mac,
+            self.options.mtu,
+            default_route=default_route,
+        )
+
     def detach(self, container: Container) -> None:
+        if self._dns is not None:
+            self._dns.stop_serving(container.id)
         with self._lock:
             endpoints = self.ipam.endpoints(container_id=container.id)
             for endpoint in endpoints:
                 self._release(endpoint)
-            if any(e.ports for e in endpoints):
+            if endpoints:
                 self._apply_nat()
         container.network_settings = self.settings(container, 0)
 
-    def connect(self, network_ref: str, container_ref: str) -> None:
+    def connect(self, network_ref: str, container_ref: str, config: dict[str, Any] | None = None) -> None:
+        """Join a container to a network: live when it runs, from its next start when it does not."""
         network = self.get(network_ref)
-        if network.builtin:
+        container = self.containers.get(container_ref)
+        mode = _mode(container.host_config)
+        if network.name in ("host", "none") or mode in PASSIVE_MODES or mode.startswith("container:"):
+            if mode in PASSIVE_MODES or mode.startswith("container:"):
+                raise Forbidden(
+                    f"container sharing network namespace with another container or host cannot be "
+                    f"connected to any other network ({mode})"
+                )
             raise Forbidden(
                 f"container cannot be disconnected from host network or connected to {network.name} network"
             )
-        container = self.containers.get(container_ref)
-        if not container.running:
-            raise Conflict(
-                f"container {container.short_id} is not running: connecting a stopped container is "
-                "not supported yet"
-            )
-        mode = _mode(container.host_config)
-        if mode in PASSIVE_MODES or mode.startswith("container:"):
-            raise Forbidden(
-                f"container sharing network namespace with another container or host cannot be "
-                f"connected to any other network ({mode})"
-            )
+        endpoint_config = _endpoint_config(network, config or {})
         with self._lock:
-            mine = self.ipam.endpoints(container_id=container.id)
-            if any(e.network_id == network.id for e in mine):
+            joined = self._joined(container)
+            if any(n.id == network.id for n, _ in joined):
                 raise Forbidden(
                     f"endpoint with name {container.name} already exists in network {network.name}"
                 )
-            taken = {e.ifname for e in mine}
-            ifname = next(f"eth{i}" for i in range(1, 64) if f"eth{i}" not in taken)
-            network = self._ensure_up(network)
-            endpoint = self.ipam.allocate(network, container.id, ifname)
-            try:
-                links.add_veth(
-                    network.bridge,
-                    endpoint.host_ifname,
-                    container.state.pid,
-                    ifname,
-                    endpoint.address,
-                    network.prefixlen,
-                    network.gateway,
-                    endpoint.mac,
-                    self.options.mtu,
-                    default_route=False,
-                )
-            except BaseException:
-                self._release(endpoint)
-                raise
-            self._apply_nat()
-        container.network_settings = self.settings(container, container.state.pid)
+            if not container.endpoints_config:
+                container.endpoints_config = {n.name: c for n, c in joined}
+            container.endpoints_config[network.name] = endpoint_config
+            if container.running:
+                taken = {e.ifname for e in self.ipam.endpoints(container_id=container.id)}
+                ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in taken)
+                try:
+                    network = self._ensure_up(network)
+                    endpoint = self.ipam.allocate(network, container.id, ifname, _static_ip(endpoint_config))
+                    try:
+                        self._plug(network, endpoint, container.state.pid, default_route=False)
+                    except BaseException:
+                        self._release(endpoint)
+                        raise
+                except BaseException:
+                    container.endpoints_config.pop(network.name, None)
+                    raise
+                self._apply_nat()
+        if container.running and not network.builtin:
+            self._serve_dns(container, container.state.pid)
+        container.network_settings = self.settings(container, container.state.pid if container.running else 0)
         self.containers.save_state(container)
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
         network = self.get(network_ref)
         container = self.containers.get(container_ref)
         with self._lock:
-            mine = [e for e in self.ipam.endpoints(container_id=container.id) if e.network_id == network.id]
-            if not mine:
+            joined = self._joined(container)
+            if not any(n.id == network.id for n, _ in joined):
                 raise Forbidden(f"container {container.id} is not connected to network {network.name}")
-            endpoint = mine[0]
-            if container.running:
-                try:
-                    links.remove_veth_in(container.state.pid, endpoint.ifname)
-                except KapalError:
-                    if not force:
-                        raise
-            self._release(endpoint)
-            if endpoint.ports:
+            container.endpoints_config = {n.name: c for n, c in joined if n.id != network.id}
+            mine = [e for e in self.ipam.endpoints(container_id=container.id) if e.network_id == network.id]
+            for endpoint in mine:
+                if container.running:
+                    try:
+                        links.remove_veth_in(container.state.pid, endpoint.ifname)
+                    except KapalError:
+                        if not force:
+                            raise
+                self._release(endpoint)
+            if mine:
                 self._apply_nat()
+        if self._dns is not None and not self.uses_embedded_dns(container):
+            self._dns.stop_serving(container.id)
         container.network_settings = self.settings(container, container.state.pid if container.running else 0)
         self.containers.save_state(container)
+
+    # -- embedded DNS ---------------------------------------------------------------------------
+
+    def _serve_dns(self, container: Container, pid: int) -> None:
+        if self._dns is None:
+            from kapal.network.dns import EmbeddedDNS  # dnspython: only once a user network is used
+
+            self._dns = EmbeddedDNS(self.dns_lookup, self.dns_reverse)
+        if container.id in self._dns.serving():
+            return
+        upstreams = list(container.host_config.get("Dns") or []) or host_nameservers()
+        try:
+            self._dns.serve(container.id, pid, upstreams)
+        except OSError as error:
+            log.warning("embedded DNS for %s: %s", container.short_id, error)
+
+    def resume(self, running: list[Container]) -> None:
+        """After a daemon restart: serve DNS again to running containers on user-defined networks."""
+        for container in running:
+            if container.state.pid and self.uses_embedded_dns(container):
+                self._serve_dns(container, container.state.pid)
+
+    def _peers(self, container_id: str) -> Iterator[tuple[Network, Endpoint, Container]]:
+        """Every endpoint on the user-defined networks *container_id* is on, with its container."""
+        networks = {n.id: n for n in self.ipam.networks()}
+        mine = {e.network_id for e in self.ipam.endpoints(container_id=container_id)}
+        for network_id in mine:
+            network = networks.get(network_id)
+            if network is None or network.builtin:
+                continue
+            for endpoint in self.ipam.endpoints(network_id=network_id):
+                try:
+                    peer = self.containers.get(endpoint.container_id)
+                except NotFound:
+                    continue
+                yield network, endpoint, peer
+
+    def dns_lookup(self, container_id: str, name: str) -> list[str] | None:
+        """Addresses of the containers named *name* (name, alias, short ID…) on the asker's networks."""
+        found = []
+        for network, endpoint, peer in self._peers(container_id):
+            names = dns_names(peer, network)
+            if name in names or name in {f"{n}.{network.name.lower()}" for n in names}:
+                found.append(endpoint.address)
+        return found or None
+
+    def dns_reverse(self, container_id: str, address: str) -> str | None:
+        for network, endpoint, peer in self._peers(container_id):
+            if endpoint.address == address:
+                return f"{peer.name}.{network.name}"
+        return None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -538,27 +642,26 @@ class NetworkService:
     def settings(self, container: Container, pid: int) -> dict[str, Any]:
         """Inspect's NetworkSettings for the container now (empty addresses when it does not run)."""
         networks = {n.id: n for n in self.ipam.networks()}
-        endpoints = self.ipam.endpoints(container_id=container.id)
+        endpoints = {e.network_id: e for e in self.ipam.endpoints(container_id=container.id)}
         mode = _mode(container.host_config)
         out = empty_settings()
         if pid:
             out["SandboxKey"] = f"/proc/{pid}/ns/net"
         ports: dict[str, Any] = {key: None for key in container.config.get("ExposedPorts") or {}}
-        for endpoint in endpoints:
-            network = networks.get(endpoint.network_id)
-            if network is None:
-                continue
-            out["Networks"][network.name] = endpoint_settings(network, endpoint)
-            for p in endpoint.ports:
-                ports.setdefault(f"{p.container_port}/{p.proto}", None)
-                ports[f"{p.container_port}/{p.proto}"] = (ports[f"{p.container_port}/{p.proto}"] or []) + [
+        joined = self._joined(container)
+        for network, config in joined:
+            endpoint = endpoints.get(network.id)
+            out["Networks"][network.name] = endpoint_settings(network, endpoint, config, container)
+            for p in endpoint.ports if endpoint else []:
+                key = f"{p.container_port}/{p.proto}"
+                ports[key] = (ports.get(key) or []) + [
                     {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
                 ]
-        if not endpoints:
+        if not joined:
             name = "default" if mode.startswith("container:") else mode
             network = next((n for n in networks.values() if n.name == name), None)
             out["Networks"][name] = endpoint_settings(network, None)
-        primary = next((e for e in endpoints if e.ifname == "eth0"), None)
+        primary = endpoints.get(joined[0][0].id) if joined else None
         if primary is not None and mode == "bridge":
             network = networks[primary.network_id]
             out.update(
@@ -573,6 +676,70 @@ class NetworkService:
             )
         out["Ports"] = ports if pid else {}
         return out
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The host's resolvers, loopback ones included: kapald forwards from the host's namespace."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines if line.startswith("nameserver") and len(line.split()) > 1]
+
+
+def dns_names(container: Container, network: Network) -> list[str]:
+    """Docker's DNSNames: the names a container answers to on *network* (lower case)."""
+    config = container.endpoints_config.get(network.name) or {}
+    names = [container.name, *(config.get("Aliases") or []), container.short_id]
+    hostname = container.config.get("Hostname")
+    if hostname and hostname != container.short_id:
+        names.append(hostname)
+    seen: dict[str, None] = {}
+    for name in names:
+        seen.setdefault(name.lower(), None)
+    return list(seen)
+
+
+def _endpoint_config(network: Network, config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an EndpointSettings request kapal keeps, checked as dockerd checks them."""
+    aliases = [str(a) for a in config.get("Aliases") or []]
+    if aliases and network.builtin:
+        raise InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+    ipam = config.get("IPAMConfig") or {}
+    address = ipam.get("IPv4Address") or ""
+    if address:
+        if network.builtin:
+            raise InvalidArgument("user specified IP address is supported on user defined networks only")
+        if network.record.get("AutoSubnet"):
+            raise InvalidArgument(
+                "user specified IP address is supported only when connecting to networks with user "
+                "configured subnets"
+            )
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv4 address: {address}") from None
+    return {
+        "NetworkID": network.id,
+        "Aliases": aliases or None,
+        "IPAMConfig": {"IPv4Address": address} if address else None,
+        "GwPriority": int(config.get("GwPriority") or 0),
+    }
+
+
+def _static_ip(config: dict[str, Any]) -> str | None:
+    return ((config or {}).get("IPAMConfig") or {}).get("IPv4Address") or None
+
+
+def _gateway_network(joined: list[tuple[Network, dict[str, Any]]]) -> str | None:
+    """The network giving the default route: highest GwPriority, then name (Docker's rule); never internal."""
+    candidates = [(n, c) for n, c in joined if not n.record.get("Internal")]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda item: (-int(item[1].get("GwPriority") or 0), item[0].name))
+    return best[0].id
 
 
 @contextlib.contextmanager
@@ -627,15 +794,22 @@ def empty_settings() -> dict[str, Any]:
     }
 
 
-def endpoint_settings(network: Network | None, endpoint: Endpoint | None) -> dict[str, Any]:
+def endpoint_settings(
+    network: Network | None,
+    endpoint: Endpoint | None,
+    config: dict[str, Any] | None = None,
+    container: Container | None = None,
+) -> dict[str, Any]:
     """Docker's EndpointSettings; addresses empty when the container is not attached."""
+    config = config or {}
+    user_defined = network is not None and not network.builtin
     return {
-        "IPAMConfig": None,
+        "IPAMConfig": config.get("IPAMConfig"),
         "Links": None,
-        "Aliases": None,
+        "Aliases": config.get("Aliases"),
         "MacAddress": endpoint.mac if endpoint else "",
         "DriverOpts": None,
-        "GwPriority": 0,
+        "GwPriority": int(config.get("GwPriority") or 0),
         "NetworkID": network.id if network else "",
         "EndpointID": endpoint.id if endpoint else "",
         "Gateway": network.gateway if (network and endpoint) else "",
@@ -644,5 +818,5 @@ def endpoint_settings(network: Network | None, endpoint: Endpoint | None) -> dic
         "IPv6Gateway": "",
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
-        "DNSNames": None,
+        "DNSNames": dns_names(container, network) if (container and network and user_defined) else None,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -277,3 +278,137 @@ def test_docker_cli_run_publish_and_port(daemon: NetDaemon, busybox: str) -> Non
     names = out(daemon.docker("network", "ls", "--format", "{{.Name}}")).split()
     assert "bridge" in names
     daemon.docker("rm", "-f", "dweb")
+
+
+HTTP_GET = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 {host} 80 | sed '1,/^\r$/d'"
+
+
+def http_get(daemon: Daemon, network: str, host: str, tries: int = 50) -> str:
+    """The page at http://<host>/ fetched from a throwaway container on *network* ("" on failure).
+
+    nc, not busybox's wget: the wget of Debian's static busybox crashes on any host *name*
+    (it segfaults on the host too), while its resolver (nc, ping, nslookup) works.
+    """
+    for _ in range(tries):
+        result = daemon.kapal(
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "busybox",
+            "sh",
+            "-c",
+            HTTP_GET.format(host=host),
+            check=False,
+        )
+        if result.returncode == 0 and out(result):
+            return out(result)
+        time.sleep(0.1)
+    return ""
+
+
+def test_names_and_aliases_resolve_on_a_user_network_only(daemon: NetDaemon, busybox: str) -> None:
+    daemon.kapal("network", "create", "front")
+    daemon.kapal("network", "create", "back")
+    daemon.kapal(
+        "run", "-d", "--name", "web", "--network", "front", "--network-alias", "www",
+        "busybox", "sh", "-c", HTTPD.replace("$N", "web"),
+    )  # fmt: skip
+    assert http_get(daemon, "front", "web") == "page-web\n"
+    assert http_get(daemon, "front", "www", tries=1) == "page-web\n"
+    web_id = out(daemon.kapal("inspect", "-f", "{{.Id}}", "web")).strip()
+    assert http_get(daemon, "front", web_id[:12], tries=1) == "page-web\n"
+    resolv = out(daemon.kapal("run", "--rm", "--network", "front", "busybox", "cat", "/etc/resolv.conf"))
+    assert "nameserver 127.0.0.11" in resolv and "ndots:0" in resolv
+    lookup = daemon.kapal("run", "--rm", "--network", "front", "busybox", "nslookup", "web", "127.0.0.11")
+    address = json.loads(out(daemon.kapal("inspect", "web")))[0]["NetworkSettings"]["Networks"]["front"]
+    assert address["IPAddress"] in out(lookup)
+    assert address["Aliases"] == ["www"] and address["DNSNames"][:2] == ["web", "www"]
+    # another network: neither the name nor the address is reachable (Docker's isolation)
+    assert http_get(daemon, "back", "web", tries=1) == ""
+    by_address = daemon.kapal(
+        "run", "--rm", "--network", "back", "busybox",
+        "wget", "-T", "2", "-qO-", f"http://{address['IPAddress']}/", check=False,
+    )  # fmt: skip
+    assert by_address.returncode != 0
+    # the default bridge has no embedded DNS, as in Docker
+    plain = out(daemon.kapal("run", "--rm", "busybox", "cat", "/etc/resolv.conf"))
+    assert "127.0.0.11" not in plain
+    daemon.kapal("rm", "-f", "web")
+
+
+def test_connect_with_alias_before_start_and_static_ip(daemon: NetDaemon, busybox: str) -> None:
+    daemon.kapal("network", "create", "--subnet", "10.89.200.0/24", "fixed")
+    daemon.kapal("create", "--name", "db", "busybox", "sh", "-c", HTTPD.replace("$N", "db"))
+    daemon.kapal("network", "connect", "--alias", "database", "--ip", "10.89.200.50", "fixed", "db")
+    daemon.kapal("start", "db")
+    settings = json.loads(out(daemon.kapal("inspect", "db")))[0]["NetworkSettings"]["Networks"]
+    assert set(settings) == {"bridge", "fixed"}
+    assert settings["fixed"]["IPAddress"] == "10.89.200.50"
+    assert settings["fixed"]["IPAMConfig"] == {"IPv4Address": "10.89.200.50"}
+    assert http_get(daemon, "fixed", "database") == "page-db\n"
+    # the connection is the container's: it comes back after a stop and start
+    daemon.kapal("stop", "-t", "1", "db")
+    daemon.kapal("start", "db")
+    assert http_get(daemon, "fixed", "database") == "page-db\n"
+    taken = daemon.kapal(
+        "run", "--rm", "--network", "fixed", "--ip", "10.89.200.50", "busybox", "true", check=False
+    )
+    assert taken.returncode == 125 and "Address already in use" in err(taken)
+    daemon.kapal("network", "disconnect", "fixed", "db")
+    assert http_get(daemon, "fixed", "database", tries=1) == ""
+    alias_on_bridge = daemon.kapal("run", "--rm", "--network-alias", "x", "busybox", "true", check=False)
+    assert alias_on_bridge.returncode == 125 and "user defined networks" in err(alias_on_bridge)
+    daemon.kapal("rm", "-f", "db")
+
+
+def test_internal_network_has_no_way_out(daemon: NetDaemon, busybox: str) -> None:
+    daemon.kapal("run", "-d", "--name", "outside", "busybox", "sh", "-c", HTTPD.replace("$N", "outside"))
+    outside = out(daemon.kapal("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "outside")).strip()
+    assert http_get(daemon, "bridge", outside) == "page-outside\n"
+    daemon.kapal("network", "create", "--internal", "sealed")
+    daemon.kapal(
+        "run",
+        "-d",
+        "--name",
+        "inner",
+        "--network",
+        "sealed",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD.replace("$N", "in"),
+    )
+    routes = out(daemon.kapal("run", "--rm", "--network", "sealed", "busybox", "ip", "route"))
+    assert "default" not in routes and routes.strip()
+    assert http_get(daemon, "sealed", "inner") == "page-in\n"  # inside it, names work
+    escape = daemon.kapal(
+        "run", "--rm", "--network", "sealed", "busybox",
+        "wget", "-T", "2", "-qO-", f"http://{outside}/", check=False,
+    )  # fmt: skip
+    assert escape.returncode != 0
+    assert json.loads(out(daemon.kapal("network", "inspect", "sealed")))[0]["Internal"] is True
+    daemon.kapal("rm", "-f", "outside", "inner")
+
+
+def test_embedded_dns_comes_back_after_a_daemon_crash(daemon: NetDaemon, busybox: str) -> None:
+    daemon.kapal("network", "create", "survive")
+    daemon.kapal(
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "--network",
+        "survive",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD.replace("$N", "k"),
+    )
+    daemon.kapal("run", "-d", "--name", "asker", "--network", "survive", "busybox", "sleep", "300")
+    fetch_keeper = ("exec", "asker", "sh", "-c", HTTP_GET.format(host="keeper"))
+    assert out(daemon.kapal(*fetch_keeper)) == "page-k\n"
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    assert out(daemon.kapal(*fetch_keeper)) == "page-k\n"
+    daemon.kapal("rm", "-f", "keeper", "asker")

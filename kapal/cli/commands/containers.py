@@ -164,6 +164,8 @@ def _add_create_flags(p: Any) -> None:
     add("--log-driver")
     add("--log-opt", action="append", default=[])
     add("--network", "--net", default="")
+    add("--network-alias", "--net-alias", action="append", default=[])
+    add("--ip")
     add("--init", action="store_true")
     add("--runtime")
     add("--platform")
@@ -416,6 +418,11 @@ def create_body(opts: Any) -> dict[str, Any]:
         "AttachStderr": not getattr(opts, "detach", False),
         "HostConfig": host_config,
     }
+    if opts.network_alias or opts.ip:
+        endpoint: dict[str, Any] = {"Aliases": opts.network_alias or None}
+        if opts.ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": opts.ip}
+        body["NetworkingConfig"] = {"EndpointsConfig": {opts.network or "bridge": endpoint}}
     if opts.command:
         body["Cmd"] = opts.command
     if opts.entrypoint is not None:

@@ -176,8 +176,14 @@ def connect(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(prog, f"{prog} [OPTIONS] NETWORK CONTAINER", "Connect a container to a network")
     p.add_argument("network")
     p.add_argument("container")
+    p.add_argument("--alias", action="append", default=[])
+    p.add_argument("--ip")
     opts = p.parse_args(args)
-    ctx.client.json("POST", f"/networks/{opts.network}/connect", body={"Container": opts.container})
+    endpoint: dict[str, Any] = {"Aliases": opts.alias or None}
+    if opts.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": opts.ip}
+    body = {"Container": opts.container, "EndpointConfig": endpoint}
+    ctx.client.json("POST", f"/networks/{opts.network}/connect", body=body)
     return 0
 
 

@@ -183,7 +183,10 @@ async def remove_network(request: web.Request) -> web.Response:
 async def connect_network(request: web.Request) -> web.Response:
     body = await read_json_body(request)
     await asyncio.to_thread(
-        _service(request).connect, request.match_info["id"], str(body.get("Container") or "")
+        _service(request).connect,
+        request.match_info["id"],
+        str(body.get("Container") or ""),
+        body.get("EndpointConfig") or {},
     )
     return web.Response(status=200)
 
