@@ -100,7 +100,8 @@ class Container:
     network_settings: dict[str, Any] = field(default_factory=dict)
     # network name → its EndpointSettings config (NetworkID, Aliases, IPAMConfig, GwPriority), in the
     # order the container joins them: the NetworkMode network first (eth0), then connected ones.
-    endpoints_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # None: a container recorded before kapal kept this (its NetworkMode network is its only one).
+    endpoints_config: dict[str, dict[str, Any]] | None = None
 
     @property
     def running(self) -> bool:

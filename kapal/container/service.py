@@ -221,6 +221,8 @@ class ContainerService:
                 runtime=runtime_name,
                 endpoints_config=endpoints,
             )
+            if self.network is not None:
+                container.network_settings = self.network.settings(container, 0)
             self._containers[container_id] = container
         try:
             directory = self.path(container)

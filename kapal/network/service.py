@@ -386,7 +386,7 @@ class NetworkService:
         """The networks the container is on, in order (eth0 first); a network since removed is skipped."""
         configs = container.endpoints_config
         mode = _mode(container.host_config)
-        if not configs:  # created before endpoint configs were recorded
+        if configs is None:  # created before endpoint configs were recorded
             if mode in PASSIVE_MODES or mode.startswith("container:"):
                 return []
             configs = {mode: {}}
@@ -488,7 +488,7 @@ class NetworkService:
                 raise Forbidden(
                     f"endpoint with name {container.name} already exists in network {network.name}"
                 )
-            if not container.endpoints_config:
+            if container.endpoints_config is None:
                 container.endpoints_config = {n.name: c for n, c in joined}
             container.endpoints_config[network.name] = endpoint_config
             if container.running:
@@ -689,7 +689,7 @@ def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
 
 def dns_names(container: Container, network: Network) -> list[str]:
     """Docker's DNSNames: the names a container answers to on *network* (lower case)."""
-    config = container.endpoints_config.get(network.name) or {}
+    config = (container.endpoints_config or {}).get(network.name) or {}
     names = [container.name, *(config.get("Aliases") or []), container.short_id]
     hostname = container.config.get("Hostname")
     if hostname and hostname != container.short_id:

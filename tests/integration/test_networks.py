@@ -9,7 +9,9 @@ bridge, the table and any veth left behind even when a test fails.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -183,22 +185,55 @@ def test_port_conflict_is_a_clear_error(daemon: NetDaemon, busybox: str) -> None
     daemon.kapal("rm", "-f", "first", "second")
 
 
-def test_no_leaks_after_many_cycles(daemon: NetDaemon, busybox: str) -> None:
-    run_httpd(daemon, "warm", free_port())  # the bridge and table exist before counting
-    state_before, rules_before = bridge_state(daemon.bridge), nft_rules(daemon.table)
-    assert len(state_before[0]) == 1 and len(state_before[1]) == 1  # warm's veth, the gateway
-    for index in range(20):
-        port = free_port()
-        name = f"cycle{index}"
-        daemon.kapal("create", "--name", name, "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30")
-        daemon.kapal("start", name)
-        assert nft_rules(daemon.table) == rules_before + 1
-        daemon.kapal("rm", "-f", name)
-    assert bridge_state(daemon.bridge) == state_before
-    assert nft_rules(daemon.table) == rules_before
-    endpoints = json.loads(out(daemon.kapal("network", "inspect", "bridge")))[0]["Containers"]
-    assert len(endpoints) == 1
-    daemon.kapal("rm", "-f", "warm")
+def host_network_state(bridges: list[str], table: str) -> dict[str, object]:
+    """Everything a container's network leaves on the host: links, bridge ports and addresses,
+    the lines of kapal's nftables table (rules and chains alike)."""
+    listing = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True)
+    return {
+        "links": sorted(name for name in links() if name.startswith(("veth", "kp"))),
+        "bridges": {bridge: bridge_state(bridge) for bridge in bridges},
+        "table": sorted(line.strip() for line in out(listing).splitlines()),
+    }
+
+
+def test_no_leaks_after_200_cycles(daemon: NetDaemon, busybox: str) -> None:
+    """200 create/start/rm cycles (docker-py, so the count is cheap) on the default bridge and on a
+    user network with DNS, each publishing a port: nothing is left behind, not even a socket."""
+    docker = pytest.importorskip("docker")
+    client = docker.APIClient(base_url=daemon.host, version="1.44")
+    client.create_network("cycles")
+    run_httpd(daemon, "warm", free_port())  # the bridges and the table exist before counting
+    daemon.kapal("run", "-d", "--name", "warm2", "--network", "cycles", "busybox", "sleep", "300")
+    bridges = [daemon.bridge, *user_bridges(daemon)]
+    kapald_fds = f"/proc/{daemon.process.pid}/fd"
+    before = host_network_state(bridges, daemon.table)
+    fds_before = len(os.listdir(kapald_fds))
+    for index in range(200):
+        network = "cycles" if index % 2 else "bridge"
+        container = client.create_container(
+            "busybox",
+            ["sleep", "30"],
+            ports=[80],
+            host_config=client.create_host_config(
+                port_bindings={80: ("127.0.0.1", free_port())}, network_mode=network
+            ),
+        )
+        client.start(container)
+        if index == 1:  # the port's rule is there while it runs
+            assert host_network_state(bridges, daemon.table) != before
+        client.remove_container(container, force=True)
+    assert host_network_state(bridges, daemon.table) == before
+    client.close()  # docker-py keeps up to 25 connections (a pool per URL); kapald sees them close
+    for _ in range(50):
+        fds = sorted(os.readlink(f"{kapald_fds}/{fd}") for fd in os.listdir(kapald_fds))
+        if len(fds) <= fds_before + 2:
+            break
+        time.sleep(0.1)
+    assert len(fds) <= fds_before + 2, "\n".join(fds)  # DNS sockets, veth netlink sockets: closed
+    for network in ("bridge", "cycles"):
+        endpoints = json.loads(out(daemon.kapal("network", "inspect", network)))[0]["Containers"]
+        assert len(endpoints) == 1
+    daemon.kapal("rm", "-f", "warm", "warm2")
 
 
 def test_daemon_stop_removes_bridge_and_rules_and_restart_adopts(daemon: NetDaemon, busybox: str) -> None:
@@ -412,3 +447,55 @@ def test_embedded_dns_comes_back_after_a_daemon_crash(daemon: NetDaemon, busybox
     daemon.start()
     assert out(daemon.kapal(*fetch_keeper)) == "page-k\n"
     daemon.kapal("rm", "-f", "keeper", "asker")
+
+
+COMPOSE_FILE = """\
+version: "3.8"
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /srv && echo page-compose > /srv/index.html && httpd -f -p 80 -h /srv"]
+    ports:
+      - "127.0.0.1:{port}:80"
+  client:
+    image: busybox
+    command: ["sleep", "300"]
+    depends_on: [web]
+"""
+
+
+def test_docker_compose_two_services_by_name_and_published_port(daemon: NetDaemon, busybox: str) -> None:
+    """Debian's docker-compose (1.29, docker-py underneath) speaking the Engine API to kapald."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    project = daemon.base / "app"
+    project.mkdir()
+    port = free_port()
+    (project / "docker-compose.yml").write_text(COMPOSE_FILE.format(port=port))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
+    env.update(DOCKER_HOST=daemon.host, COMPOSE_PROJECT_NAME="kt")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([compose, *args], cwd=project, env=env, capture_output=True, timeout=120)
+        assert result.returncode == 0, f"docker-compose {' '.join(args)}: {err(result)}"
+        return result
+
+    run("up", "-d")
+    try:
+        assert fetch(port) == "page-compose\n"
+        fetch_web = ("exec", "-T", "client", "sh", "-c", HTTP_GET.format(host="web"))
+        for _ in range(50):
+            result = subprocess.run([compose, *fetch_web], cwd=project, env=env, capture_output=True)
+            if out(result):
+                break
+            time.sleep(0.1)
+        assert out(result) == "page-compose\n"
+        networks = out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()
+        assert "kt_default" in networks
+        ps = out(run("ps"))
+        assert "kt_web_1" in ps and "kt_client_1" in ps and "Up" in ps
+    finally:
+        run("down")
+    assert out(daemon.kapal("ps", "-aq")) == ""
+    assert "kt_default" not in out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()

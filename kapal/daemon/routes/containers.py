@@ -17,7 +17,7 @@ from kapal.container import logs as container_logs
 from kapal.container.model import EXITED, PAUSED, RESTARTING, RUNNING, Container, parse_rfc3339
 from kapal.container.mounts import container_mounts_json
 from kapal.container.service import NotModified
-from kapal.daemon.app import ENGINE, Routes, json_response
+from kapal.daemon.app import ENGINE, Routes, api_version, json_response
 from kapal.daemon.filters import check_keys, labels_match, parse_filters
 from kapal.daemon.hijack import STDERR, STDOUT, HijackedConnection, hijack
 from kapal.daemon.routes.networks import network_settings_json, ports_summary
@@ -121,7 +121,9 @@ def summary(container: Container, service: Any, with_size: bool = False) -> dict
     return out
 
 
-def inspect_json(container: Container, service: Any, with_size: bool = False) -> dict[str, Any]:
+def inspect_json(
+    container: Container, service: Any, with_size: bool = False, short_id_alias: bool = False
+) -> dict[str, Any]:
     directory = service.path(container)
     host_config = dict(HOST_CONFIG_DEFAULTS)
     host_config.update(container.host_config)
@@ -158,7 +160,7 @@ def inspect_json(container: Container, service: Any, with_size: bool = False) ->
         },
         "Mounts": _mounts(container, service),
         "Config": container.config,
-        "NetworkSettings": network_settings_json(container),
+        "NetworkSettings": network_settings_json(container, short_id_alias),
     }
     if with_size:
         out["SizeRw"] = service.usage(container)
@@ -254,7 +256,9 @@ async def inspect_container(request: web.Request) -> web.Response:
     service = _service(request)
     container = service.get(request.match_info["id"])
     with_size = _truthy(request.query.get("size"))
-    return json_response(await asyncio.to_thread(inspect_json, container, service, with_size))
+    # Before API 1.45 a container's short ID was one of its aliases (docker-compose 1.x relies on it).
+    short_id_alias = api_version(request) < (1, 45)
+    return json_response(await asyncio.to_thread(inspect_json, container, service, with_size, short_id_alias))
 
 
 async def create_container(request: web.Request) -> web.Response:

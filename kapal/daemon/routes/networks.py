@@ -26,11 +26,18 @@ NETWORK_FILTERS = {"name", "id", "driver", "type", "label", "scope", "dangling"}
 # -- container views ---------------------------------------------------------------------------
 
 
-def network_settings_json(container: Container) -> dict[str, Any]:
+def network_settings_json(container: Container, short_id_alias: bool = False) -> dict[str, Any]:
     """Inspect's ``NetworkSettings``: the recorded settings, or the never-started shape."""
     recorded = container.network_settings or {}
     out = empty_settings()
     out.update(recorded)
+    if short_id_alias:
+        out["Networks"] = {
+            name: {**settings, "Aliases": [*(settings.get("Aliases") or []), container.short_id]}
+            if settings.get("DNSNames")
+            else settings
+            for name, settings in out["Networks"].items()
+        }
     if not out["Networks"]:
         mode = str(container.host_config.get("NetworkMode") or "")
         mode = "bridge" if mode in ("", "default") else mode
