@@ -88,11 +88,29 @@ class Kapald(Peer):
 
 
 class Dockerd(Peer):
+    """dockerd with no bridge and no iptables by default: the host's network is left alone.
+
+    ``network=True`` gives it its default bridge (on ``bip``, clear of Docker's usual 172.17/16)
+    and its userland proxy for published ports, still without touching iptables: a dockerd
+    with iptables sets the host's FORWARD policy to DROP and leaves it so after it stops.
+    """
+
     name = "dockerd"
+
+    def __init__(self, base: Path, network: bool = False, bip: str = "172.31.254.1/24") -> None:
+        super().__init__(base)
+        self.network = network
+        self.bip = bip
+        self._had_docker0 = Path("/sys/class/net/docker0").exists()
 
     @staticmethod
     def available() -> bool:
         return shutil.which("dockerd") is not None
+
+    def stop(self) -> None:
+        super().stop()
+        if self.network and not self._had_docker0:
+            subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)
 
     def start(self) -> Dockerd:
         log = open(self.base / "dockerd.log", "ab")  # noqa: SIM115 - lives as long as the daemon
@@ -107,7 +125,7 @@ class Dockerd(Peer):
                 str(self.base / "exec"),
                 "--pidfile",
                 str(self.base / "dockerd.pid"),
-                "--bridge=none",
+                *(["--bip", self.bip] if self.network else ["--bridge=none"]),
                 "--iptables=false",
                 "--ip6tables=false",
                 "--config-file",

@@ -4,8 +4,9 @@ A network is a bridge holding the gateway address; a container joins it with a
 veth pair whose host end is a bridge port and whose other end is moved into the
 container's network namespace (``/proc/<pid>/ns/net``) and renamed ``eth0``.
 The container end vanishes with the namespace when the container's last
-process exits, which takes the host end with it; ``delete_link`` is still
-called on detach for the case where the namespace outlives the process.
+process exits, which takes the host end with it; the host end is still
+deleted on detach (in the background, ``LinkReaper``) for the case where the
+namespace outlives the process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import ctypes
 import errno
 import functools
 import ipaddress
+import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -24,6 +28,8 @@ from typing import ParamSpec, TypeVar
 from pyroute2 import IPRoute, NetlinkError
 
 from kapal.errors import KapalError
+
+log = logging.getLogger("kapald")
 
 
 class NetworkSetupError(KapalError):
@@ -80,17 +86,38 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+_netns_worker: concurrent.futures.ThreadPoolExecutor | None = None
+_netns_worker_lock = threading.Lock()
+
+
+def _worker() -> concurrent.futures.ThreadPoolExecutor:
+    global _netns_worker
+    with _netns_worker_lock:
+        if _netns_worker is None:
+            _netns_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netns")
+        return _netns_worker
+
+
+def _retire_worker(pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    global _netns_worker
+    with _netns_worker_lock:
+        if _netns_worker is pool:
+            _netns_worker = None
+    pool.shutdown(wait=False)
+
+
 def in_netns(pid: int, work: Callable[[], R]) -> R:
-    """Run *work* in a fresh thread that has entered the network namespace of *pid*.
+    """Run *work* on kapald's netns thread, inside the network namespace of *pid*.
 
     Not pyroute2's NetNS: it forks a helper process, and a forked copy of kapald
     shares the asyncio signal wake-up fd, so signals pyroute2 sends its helper
     reach kapald's loop as if kapald got them (a SIGTERM that shut the daemon
-    down). setns changes only the calling thread's namespace, and the thread is
-    fresh and goes back before it ends, so no other work ever runs in the
-    container's namespace. Sockets *work* opens stay in the container's namespace
-    for good, whichever thread uses them later.
+    down). setns changes only the calling thread's namespace; one long-lived
+    thread, used for nothing else, enters the container's namespace and always
+    goes back (a thread that could not is retired, never reused). Sockets *work*
+    opens stay in the container's namespace for good, whichever thread uses them.
     """
+    pool = _worker()
 
     def run() -> R:
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -103,12 +130,15 @@ def in_netns(pid: int, work: Callable[[], R]) -> R:
             try:
                 return work()
             finally:
-                _setns(own)
+                try:
+                    _setns(own)
+                except OSError:
+                    _retire_worker(pool)
+                    raise
         finally:
             os.close(own)
 
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netns") as pool:
-        return pool.submit(run).result()
+    return pool.submit(run).result()
 
 
 def _in_netns(pid: int, work: Callable[[IPRoute], R]) -> R:
@@ -173,15 +203,58 @@ def delete_link(name: str) -> bool:
     """Delete an interface of the host's namespace if it exists; whether it did."""
     try:
         with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
-                return False
-            ipr.link("del", index=found[0])
+            ipr.link("del", ifname=name)
             return True
     except NetlinkError as error:
-        if error.code == errno.ENODEV:
+        if error.code in (errno.ENODEV, errno.ENOENT):
             return False
         raise NetworkSetupError(f"deleting {name}: {error}") from None
+
+
+class LinkReaper:
+    """Deletes veths in the background: a deletion waits ~15 ms for the kernel (RCU), and by the time
+    a container is detached its namespace is usually being torn down, taking the pair with it.
+
+    The address and the database row are released at once; a name is never reused (each veth is
+    named after its endpoint's random ID), so a late deletion cannot hit a newer link.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="link-reaper", daemon=True)
+                self._thread.start()
+        self._queue.put(name)
+
+    def flush(self) -> None:
+        """Wait until every deletion asked for so far is done (daemon shutdown)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            name = self._queue.get()
+            try:
+                if name is not None:
+                    delete_link(name)
+            except KapalError as error:
+                log.warning("deleting %s: %s", name, error)
+            finally:
+                self._queue.task_done()
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    """The index of link *name*: one targeted request, not a dump of every link on the host."""
+    try:
+        return ipr.link("get", ifname=name)[0]["index"]
+    except NetlinkError as error:
+        if error.code in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise
 
 
 @_off_loop
@@ -199,30 +272,40 @@ def add_veth(
 ) -> None:
     """Plug the container whose process is *pid* into *bridge* as *ifname* with *address*.
 
-    On failure the host end is deleted (which deletes the pair): nothing is left half-made.
+    The container's end is created inside its namespace, already named and addressed at
+    layer 2: moving a link between namespaces waits for the kernel's RCU grace period
+    (~15 ms), creating it there does not. On failure the host end is deleted (which
+    deletes the pair): nothing is left half-made.
     """
-    peer = "kp" + host_ifname[4:]  # temporary name of the container end while it is on the host
     try:
         with IPRoute() as ipr:
-            master = ipr.link_lookup(ifname=bridge)
-            if not master:
+            master = _index(ipr, bridge)
+            if master is None:
                 raise NetworkSetupError(f"bridge {bridge} does not exist")
-            delete_link(host_ifname)  # a leftover of a crash between add and the database row
-            ipr.link("add", ifname=host_ifname, kind="veth", peer={"ifname": peer}, mtu=mtu)
-            host_index = ipr.link_lookup(ifname=host_ifname)[0]
-            peer_index = ipr.link_lookup(ifname=peer)[0]
-            ipr.link("set", index=peer_index, mtu=mtu)
-            ipr.link("set", index=host_index, master=master[0], state="up")
-            ipr.link("set", index=peer_index, net_ns_pid=pid)
+            pair = {
+                "ifname": host_ifname,
+                "kind": "veth",
+                "mtu": mtu,
+                "peer": {"ifname": ifname, "address": mac, "mtu": mtu, "net_ns_pid": pid},
+            }
+            try:
+                ipr.link("add", **pair)
+            except NetlinkError as error:
+                if error.code != errno.EEXIST:
+                    raise
+                delete_link(host_ifname)  # a leftover of a crash between add and the database row
+                ipr.link("add", **pair)
+            ipr.link("set", ifname=host_ifname, master=master, state="up")
 
         def configure(ns: IPRoute) -> None:
-            index = ns.link_lookup(ifname=peer)[0]
-            ns.link("set", index=index, ifname=ifname, address=mac)
+            index = _index(ns, ifname)
+            if index is None:
+                raise NetworkSetupError(f"{ifname} did not appear in the container")
             ns.addr("add", index=index, address=address, prefixlen=prefixlen)
             ns.link("set", index=index, state="up")
-            lo = ns.link_lookup(ifname="lo")
-            if lo:
-                ns.link("set", index=lo[0], state="up")
+            lo = _index(ns, "lo")
+            if lo is not None:
+                ns.link("set", index=lo, state="up")
             if default_route:
                 ns.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)
 

@@ -83,6 +83,7 @@ class NetworkService:
         self._lock_fd: int | None = None
         self._up: set[str] = set()  # ids of networks whose bridge this daemon has set up
         self._dns: Any = None  # the EmbeddedDNS, made when a container first joins a user network
+        self._reaper = links.LinkReaper()
         self._ensure_builtin()
 
     # -- networks -------------------------------------------------------------------------------
@@ -284,6 +285,7 @@ class NetworkService:
             links.enable_ip_forward()
             links.ensure_bridge(network.bridge, network.gateway, net.prefixlen, self.options.mtu)
         self._up.add(network.id)
+        self._apply_nat()  # its masquerade and isolation rules
         return network
 
     def _apply_nat(self) -> None:
@@ -333,6 +335,7 @@ class NetworkService:
         """Daemon shutdown: remove bridges and rules unless containers still use them."""
         if self._dns is not None:
             self._dns.close()
+        self._reaper.flush()
         with self._lock:
             self.ports.release_all()
             if self.ipam.endpoints():
@@ -431,12 +434,13 @@ class NetworkService:
                         endpoint.ports = self._reserve_ports(container)
                         self.ipam.set_ports(endpoint.id, endpoint.ports)
                     self._plug(network, endpoint, pid, network.id == gateway_network)
-                if any(e.ports for e in made) or any(not n.builtin for n, _ in joined):
+                if any(e.ports for e in made):
                     self._apply_nat()
             except BaseException:
                 for endpoint in made:
                     self._release(endpoint)
-                self._apply_nat()
+                if any(e.ports for e in made):
+                    self._apply_nat()
                 raise
         if any(not network.builtin for network, _ in joined):
             self._serve_dns(container, pid)
@@ -463,7 +467,7 @@ class NetworkService:
             endpoints = self.ipam.endpoints(container_id=container.id)
             for endpoint in endpoints:
                 self._release(endpoint)
-            if endpoints:
+            if any(e.ports for e in endpoints):
                 self._apply_nat()
         container.network_settings = self.settings(container, 0)
 
@@ -591,10 +595,7 @@ class NetworkService:
     def _release(self, endpoint: Endpoint) -> None:
         for p in endpoint.ports:
             self.ports.release(p.host_ip, p.host_port, p.proto)
-        try:
-            links.delete_link(endpoint.host_ifname)
-        except KapalError as error:
-            log.warning("deleting %s: %s", endpoint.host_ifname, error)
+        self._reaper.delete(endpoint.host_ifname)
         self.ipam.release(endpoint.id)
 
     def _reserve_ports(self, container: Container) -> list[PortMapping]:

@@ -222,6 +222,10 @@ def test_no_leaks_after_200_cycles(daemon: NetDaemon, busybox: str) -> None:
         if index == 1:  # the port's rule is there while it runs
             assert host_network_state(bridges, daemon.table) != before
         client.remove_container(container, force=True)
+    for _ in range(50):  # veths are deleted in the background; the kernel takes a moment too
+        if host_network_state(bridges, daemon.table) == before:
+            break
+        time.sleep(0.1)
     assert host_network_state(bridges, daemon.table) == before
     client.close()  # docker-py keeps up to 25 connections (a pool per URL); kapald sees them close
     for _ in range(50):
