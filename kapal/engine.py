@@ -89,7 +89,7 @@ class Engine:
     def networks(self) -> NetworkService:
         """Networks and published ports; the host's network is untouched until a container needs it."""
         if self._networks is None:
-            self._networks = NetworkService(self.db, self._network_options)
+            self._networks = NetworkService(self.db, self._network_options, self.events)
         return self._networks
 
     @property

@@ -32,6 +32,7 @@ from typing import Any
 
 from kapal.container.model import Container, now_rfc3339
 from kapal.errors import Conflict, Forbidden, InvalidArgument, KapalError, NotFound
+from kapal.events import EventBus
 from kapal.metadata import Database
 from kapal.network import bridge as links
 from kapal.network.ipam import IPAM, Endpoint, Network, PortMapping
@@ -73,8 +74,9 @@ class NetworkOptions:
 
 
 class NetworkService:
-    def __init__(self, db: Database, options: NetworkOptions) -> None:
+    def __init__(self, db: Database, options: NetworkOptions, events: EventBus | None = None) -> None:
         self.options = options
+        self.events = events
         self.ipam = IPAM(db)
         self.nat = NatTable(f"kapal-{options.bridge}")
         self.ports = PortReservations()
@@ -203,6 +205,7 @@ class NetworkService:
             }
             network = Network(network_id, name, "bridge", subnet, gateway, bridge_name, now_rfc3339(), record)
             self.ipam.add_network(network)
+        self._publish("create", network)
         return network
 
     def remove(self, ref: str) -> Network:
@@ -219,6 +222,7 @@ class NetworkService:
             self._up.discard(network.id)
             links.delete_link(network.bridge)
             self._apply_nat()
+        self._publish("destroy", network)
         return network
 
     def prune(self) -> list[str]:
@@ -444,6 +448,8 @@ class NetworkService:
                 raise
         if any(not network.builtin for network, _ in joined):
             self._serve_dns(container, pid)
+        for network, _ in joined:
+            self._publish("connect", network, container=container.id)
         return self.settings(container, pid)
 
     def _plug(self, network: Network, endpoint: Endpoint, pid: int, default_route: bool) -> None:
@@ -469,6 +475,10 @@ class NetworkService:
                 self._release(endpoint)
             if any(e.ports for e in endpoints):
                 self._apply_nat()
+        networks = {n.id: n for n in self.ipam.networks()}
+        for endpoint in endpoints:
+            if endpoint.network_id in networks:
+                self._publish("disconnect", networks[endpoint.network_id], container=container.id)
         container.network_settings = self.settings(container, 0)
 
     def connect(self, network_ref: str, container_ref: str, config: dict[str, Any] | None = None) -> None:
@@ -512,6 +522,8 @@ class NetworkService:
                 self._apply_nat()
         if container.running and not network.builtin:
             self._serve_dns(container, container.state.pid)
+        if container.running:
+            self._publish("connect", network, container=container.id)
         container.network_settings = self.settings(container, container.state.pid if container.running else 0)
         self.containers.save_state(container)
 
@@ -536,6 +548,8 @@ class NetworkService:
                 self._apply_nat()
         if self._dns is not None and not self.uses_embedded_dns(container):
             self._dns.stop_serving(container.id)
+        if mine:
+            self._publish("disconnect", network, container=container.id)
         container.network_settings = self.settings(container, container.state.pid if container.running else 0)
         self.containers.save_state(container)
 
@@ -591,6 +605,12 @@ class NetworkService:
         return None
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _publish(self, action: str, network: Network, **extra: str) -> None:
+        """Docker's network events: create, destroy, and connect/disconnect naming the container."""
+        if self.events is not None:
+            attributes = {"name": network.name, "type": network.driver, **extra}
+            self.events.publish("network", action, network.id, **attributes)
 
     def _release(self, endpoint: Endpoint) -> None:
         for p in endpoint.ports:

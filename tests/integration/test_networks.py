@@ -503,3 +503,40 @@ def test_docker_compose_two_services_by_name_and_published_port(daemon: NetDaemo
         run("down")
     assert out(daemon.kapal("ps", "-aq")) == ""
     assert "kt_default" not in out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()
+
+
+def test_docker_cli_alias_resolution_and_network_events(daemon: NetDaemon, busybox: str) -> None:
+    since = str(int(time.time()) - 1)
+    daemon.docker("network", "create", "dnet")
+    daemon.docker(
+        "run", "-d", "--name", "dsrv", "--network", "dnet", "--network-alias", "svc",
+        "busybox", "sh", "-c", HTTPD.replace("$N", "svc"),
+    )  # fmt: skip
+    for _ in range(50):
+        page = out(
+            daemon.docker(
+                "run",
+                "--rm",
+                "--network",
+                "dnet",
+                "busybox",
+                "sh",
+                "-c",
+                HTTP_GET.format(host="svc"),
+                check=False,
+            )
+        )
+        if page:
+            break
+        time.sleep(0.1)
+    assert page == "page-svc\n"
+    daemon.docker("rm", "-f", "dsrv")
+    daemon.docker("network", "rm", "dnet")
+    events = daemon.docker(
+        "events", "--since", since, "--until", str(int(time.time()) + 1),
+        "--filter", "type=network", "--filter", "network=dnet",
+        "--format", "{{.Action}} {{.Actor.Attributes.name}}",
+    )  # fmt: skip
+    actions = [line.split()[0] for line in out(events).splitlines()]
+    assert actions[0] == "create" and actions[-1] == "destroy"
+    assert actions.count("connect") >= 2 and actions.count("disconnect") >= 2
