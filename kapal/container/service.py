@@ -323,7 +323,8 @@ class ContainerService:
                 directory / "ctr.log" if _logs_enabled(container) else None,
                 container.tty,
                 bool(container.config.get("OpenStdin")),
-                stdin_once=bool(container.config.get("StdinOnce")),
+                # As dockerd: a TTY's stdin is never closed by a client leaving (it may detach)
+                stdin_once=bool(container.config.get("StdinOnce")) and not container.tty,
                 log_size_max=_log_size_max(container),
             )
         except KapalError as error:

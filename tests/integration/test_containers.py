@@ -111,6 +111,37 @@ def test_interactive_tty_shell(daemon: Daemon, busybox: str) -> None:
         assert code == 4 and b"docker 42" in output
 
 
+def test_detach_keys_leave_the_container_running(daemon: Daemon, busybox: str) -> None:
+    code, output = _run_in_pty(
+        [KAPAL, "-H", daemon.host, "run", "-it", "--name", "stays", "busybox", "sh"],
+        [b"echo still $((2+3))\r", b"\x10\x11"],
+    )
+    assert code == 0 and b"still 5" in output
+    assert out(daemon.kapal("inspect", "-f", "{{.State.Running}}", "stays")) == "true\n"
+    code, output = _run_in_pty(  # attach again, detach with keys of one's own
+        [KAPAL, "-H", daemon.host, "attach", "--detach-keys", "ctrl-a,x", "stays"],
+        [b"echo back\r", b"\x01x"],
+    )
+    assert code == 0 and b"back" in output
+    code, output = _run_in_pty(
+        [KAPAL, "-H", daemon.host, "exec", "-it", "stays", "sh"], [b"echo in exec\r", b"\x10\x11"]
+    )
+    assert code == 0 and b"in exec" in output
+    docker = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else None
+    if docker:
+        code, output = _run_in_pty(
+            [docker, "-H", daemon.host, "run", "-it", "--name", "dstays", "busybox", "sh"],
+            [b"echo docker $((6*7))\r", b"\x10\x11"],
+        )
+        assert code == 0 and b"docker 42" in output
+        assert out(daemon.kapal("inspect", "-f", "{{.State.Running}}", "dstays")) == "true\n"
+        daemon.kapal("rm", "-f", "dstays")
+    assert out(daemon.kapal("inspect", "-f", "{{.State.Running}}", "stays")) == "true\n"
+    bad = daemon.kapal("run", "-it", "--detach-keys", "ctrl-1", "busybox", "true", check=False)
+    assert bad.returncode == 125 and "Invalid detach keys" in err(bad)
+    daemon.kapal("rm", "-f", "stays")
+
+
 def test_detached_logs_exec_stop_rm(daemon: Daemon, busybox: str) -> None:
     container_id = out(
         daemon.kapal(

@@ -49,15 +49,25 @@ def _demux(raw: Any, tty: bool) -> None:
         target.flush()
 
 
-def _feed_stdin(sock: Any) -> None:
+def _feed_stdin(sock: Any, detach: bytes, detached: threading.Event) -> None:
     import socket
 
+    from kapal.container.detach_keys import EscapeScanner
+
+    scanner = EscapeScanner(detach)
     try:
         while True:
             data = os.read(sys.stdin.fileno(), 65536)
             if not data:
                 break
-            sock.sendall(data)
+            data, done = scanner.feed(data)
+            if done:  # pass the keys on: the daemon sees them too and ends the stream, not the container
+                detached.set()
+                data += detach
+            if data:
+                sock.sendall(data)
+            if done:
+                return
     except OSError:
         return
     try:
@@ -101,15 +111,42 @@ class _RawTerminal:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)
 
 
-def stream_attached(response: Response, tty: bool, stdin: bool, resize: Any = None) -> None:
+def detach_keys(flag: str | None) -> str:
+    """--detach-keys, else the docker CLI config's ``detachKeys``, else ctrl-p,ctrl-q."""
+    from kapal.container.detach_keys import DEFAULT, DetachKeysError, parse
+
+    if flag is None:
+        directory = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+        config = os.path.join(directory, "config.json")
+        try:
+            with open(config) as file:
+                flag = json.load(file).get("detachKeys")
+        except (OSError, ValueError, AttributeError):
+            flag = None
+    keys = DEFAULT if flag is None else flag
+    try:
+        parse(keys)
+    except DetachKeysError as error:
+        raise CommandError(str(error), 125) from None
+    return keys
+
+
+def stream_attached(response: Response, tty: bool, stdin: bool, resize: Any = None, keys: str = "") -> bool:
+    """Relay the attached streams until they end; whether the user detached (the detach keys,
+    watched with a TTY only, as Docker does)."""
+    from kapal.container.detach_keys import parse
+
+    detached = threading.Event()
     if stdin:
-        threading.Thread(target=_feed_stdin, args=(response.sock,), daemon=True).start()
+        sequence = parse(keys) if tty else b""
+        threading.Thread(target=_feed_stdin, args=(response.sock, sequence, detached), daemon=True).start()
     if tty and resize is not None and sys.stdout.isatty():
         with _RawTerminal(resize) as terminal:
             terminal.send_size()
             _demux(response.raw, tty)
     else:
         _demux(response.raw, tty)
+    return detached.is_set()
 
 
 # -- run / create ------------------------------------------------------------------------------
@@ -651,6 +688,7 @@ def run(ctx: Context, prog: str, args: list[str]) -> int:
         print(container_id)
         return 0
     streams = opts.attach or ["stdout", "stderr"] + (["stdin"] if opts.interactive else [])
+    keys = detach_keys(opts.detach_keys)
     attach = client.upgrade(
         "POST",
         f"/containers/{container_id}/attach",
@@ -659,6 +697,7 @@ def run(ctx: Context, prog: str, args: list[str]) -> int:
             "stdin": "stdin" in streams,
             "stdout": "stdout" in streams,
             "stderr": "stderr" in streams,
+            "detachKeys": keys,
         },
     )
     condition = "removed" if opts.rm else "next-exit"
@@ -679,7 +718,10 @@ def run(ctx: Context, prog: str, args: list[str]) -> int:
     def resize(height: int, width: int) -> None:
         client.json("POST", f"/containers/{container_id}/resize", {"h": height, "w": width})
 
-    stream_attached(attach, opts.tty, "stdin" in streams, resize)
+    if stream_attached(attach, opts.tty, "stdin" in streams, resize, keys):
+        attach.close()
+        waiter.close()
+        return 0
     attach.close()
     result = json.loads(waiter.read() or b"{}")
     error = (result.get("Error") or {}).get("Message")
@@ -718,20 +760,25 @@ def start(ctx: Context, prog: str, args: list[str]) -> int:
         name = opts.containers[0]
         info = client.get(f"/containers/{name}/json")
         tty = bool(info["Config"].get("Tty"))
+        keys = detach_keys(opts.detach_keys)
         attach = client.upgrade(
             "POST",
             f"/containers/{info['Id']}/attach",
-            {"stream": True, "stdin": opts.interactive, "stdout": True, "stderr": True},
+            {"stream": True, "stdin": opts.interactive, "stdout": True, "stderr": True, "detachKeys": keys},
         )
         waiter = client.request("POST", f"/containers/{info['Id']}/wait", {"condition": "next-exit"})
         client.json("POST", f"/containers/{info['Id']}/start")
-        stream_attached(
+        detached = stream_attached(
             attach,
             tty,
             opts.interactive,
             lambda h, w: client.json("POST", f"/containers/{info['Id']}/resize", {"h": h, "w": w}),
+            keys,
         )
         attach.close()
+        if detached:
+            waiter.close()
+            return 0
         return int(json.loads(waiter.read() or b"{}").get("StatusCode", 0))
     return for_each(opts.containers, lambda name: client.json("POST", f"/containers/{name}/start"))
 
@@ -838,19 +885,23 @@ def attach(ctx: Context, prog: str, args: list[str]) -> int:
     if not info["State"]["Running"]:
         raise CommandError("You cannot attach to a stopped container, start it first")
     stdin = bool(info["Config"].get("OpenStdin")) and not opts.no_stdin
+    keys = detach_keys(opts.detach_keys)
     response = client.upgrade(
         "POST",
         f"/containers/{info['Id']}/attach",
-        {"stream": True, "stdin": stdin, "stdout": True, "stderr": True},
+        {"stream": True, "stdin": stdin, "stdout": True, "stderr": True, "detachKeys": keys},
     )
     tty = bool(info["Config"].get("Tty"))
-    stream_attached(
+    detached = stream_attached(
         response,
         tty,
         stdin,
         lambda h, w: client.json("POST", f"/containers/{info['Id']}/resize", {"h": h, "w": w}),
+        keys,
     )
     response.close()
+    if detached:
+        return 0
     after = client.get(f"/containers/{info['Id']}/json")
     return 0 if after["State"]["Running"] else int(after["State"]["ExitCode"])
 
@@ -1049,9 +1100,11 @@ def exec_(ctx: Context, prog: str, args: list[str]) -> int:
     for path in opts.env_file:
         env += _read_env_file(path)
     env += _env(opts.env)
+    keys = detach_keys(opts.detach_keys)
     body = {
         "Cmd": opts.command,
         "Env": env or None,
+        "DetachKeys": keys,
         "Tty": opts.tty,
         "AttachStdin": opts.interactive and not opts.detach,
         "AttachStdout": not opts.detach,
@@ -1077,7 +1130,9 @@ def exec_(ctx: Context, prog: str, args: list[str]) -> int:
     def resize(height: int, width: int) -> None:
         client.json("POST", f"/exec/{exec_id}/resize", {"h": height, "w": width})
 
-    stream_attached(response, opts.tty, opts.interactive, resize)
+    if stream_attached(response, opts.tty, opts.interactive, resize, keys):
+        response.close()
+        return 0
     response.close()
     for _ in range(100):  # the exit code lands a moment after the stream ends
         info = client.get(f"/exec/{exec_id}/json")

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kapal.container import detach_keys
 from kapal.container import logs as container_logs
 from kapal.container.model import EXITED, PAUSED, RESTARTING, RUNNING, Container, parse_rfc3339
 from kapal.container.mounts import container_mounts_json
@@ -457,6 +458,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     query = request.query
     want = {STDOUT: _truthy(query.get("stdout")), STDERR: _truthy(query.get("stderr"))}
     use_stdin = _truthy(query.get("stdin"))
+    detach = detach_sequence(query.get("detachKeys")) if container.tty and use_stdin else b""
     response, conn = await hijack(request, multiplexed=not container.tty)
     try:
         if _truthy(query.get("logs")):
@@ -472,17 +474,35 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
                 sock = await asyncio.wrap_future(service.attach(container))
             except KapalError:
                 return response  # the container did not start: `start` reports why
-            await pump(sock, conn, want, use_stdin)
+            await pump(sock, conn, want, use_stdin, detach)
             await conn.close_write()
     finally:
         await conn.close()
     return response
 
 
-async def pump(sock: socket.socket, conn: HijackedConnection, want: dict[int, bool], use_stdin: bool) -> None:
-    """Copy conmon's attach socket to the client and the client's stdin to it, until the container ends."""
+def detach_sequence(keys: str | None) -> bytes:
+    """The detach keys a TTY attach watches for (Docker's default: ctrl-p,ctrl-q)."""
+    try:
+        return detach_keys.parse(detach_keys.DEFAULT if keys is None else keys)
+    except detach_keys.DetachKeysError as error:
+        raise InvalidArgument(str(error)) from None
+
+
+async def pump(
+    sock: socket.socket,
+    conn: HijackedConnection,
+    want: dict[int, bool],
+    use_stdin: bool,
+    detach: bytes = b"",
+) -> bool:
+    """Copy conmon's attach socket to the client and the client's stdin to it, until the container
+    ends or the client types the *detach* sequence (the container goes on; only the attach ends).
+    Whether the client detached."""
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
+    scanner = detach_keys.EscapeScanner(detach)
+    detached = False
 
     async def to_client() -> None:
         while True:
@@ -497,12 +517,18 @@ async def pump(sock: socket.socket, conn: HijackedConnection, want: dict[int, bo
                 await conn.write(packet[1:], stream)
 
     async def from_client() -> None:
+        nonlocal detached
         while True:
             data = await conn.reader.read(65536)
             if not data:
                 break
+            data, detached = scanner.feed(data)
             try:
-                await loop.sock_sendall(sock, data)
+                if data:
+                    await loop.sock_sendall(sock, data)
+                if detached:
+                    sock.shutdown(socket.SHUT_RDWR)  # ends to_client, and so the attach
+                    return
             except OSError:
                 return
         try:
@@ -518,6 +544,7 @@ async def pump(sock: socket.socket, conn: HijackedConnection, want: dict[int, bo
         if feeder is not None:
             feeder.cancel()
         sock.close()
+    return detached
 
 
 def register(routes: Routes) -> None:

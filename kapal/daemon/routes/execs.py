@@ -8,7 +8,7 @@ from aiohttp import web
 
 from kapal.daemon.app import ENGINE, Routes, json_response, read_json_body
 from kapal.daemon.hijack import STDERR, STDOUT, hijack
-from kapal.daemon.routes.containers import pump
+from kapal.daemon.routes.containers import detach_sequence, pump
 from kapal.errors import InvalidArgument, KapalError
 
 
@@ -28,6 +28,8 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
     # As dockerd: upgrade first, then start; a process that cannot start reports on the stream itself
     # and its exit code (126/127) comes from inspect.
+    stdin = bool(session.config.get("AttachStdin"))
+    detach = detach_sequence(session.config.get("DetachKeys") or None) if tty and stdin else b""
     response, conn = await hijack(request, multiplexed=not tty)
     want = {
         STDOUT: bool(session.config.get("AttachStdout", True)),
@@ -39,10 +41,11 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         except KapalError as error:
             await conn.write(f"{error.message}\r\n".encode(), STDOUT)
             return response
-        await pump(sock, conn, want, bool(session.config.get("AttachStdin")))
+        detached = await pump(sock, conn, want, stdin, detach)
         # `docker exec` asks for the exit code as soon as the stream ends: have it ready first.
         try:
-            await asyncio.wait_for(asyncio.wrap_future(session.done), 10)
+            if not detached:
+                await asyncio.wait_for(asyncio.wrap_future(session.done), 10)
         except (TimeoutError, KapalError):
             pass
         await conn.close_write()
