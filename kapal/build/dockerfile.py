@@ -60,10 +60,10 @@ _CONTINUATION = {
     "`": re.compile(r"([^`])`[ \t]*\Z|^`[ \t]*\Z"),
 }
 _VALID_DIRECTIVES = ("syntax", "escape", "check")
-_INSTRUCTIONS = (
-    "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL "
-    "STOPSIGNAL USER VOLUME WORKDIR"
-).split()
+_INSTRUCTIONS = [
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+]  # fmt: skip
 _HEREDOC_INSTRUCTIONS = ("add", "copy", "run")
 
 

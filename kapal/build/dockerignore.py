@@ -3,8 +3,13 @@
 The rules are moby/patternmatcher's (and its ignorefile reader), which both the docker CLI and
 BuildKit use: patterns are cleaned like Go's `filepath.Clean`, a leading `/` is dropped, `!`
 re-includes, the last matching pattern wins, `**` crosses directories, and a pattern that matches
-a directory also matches everything under it. Each pattern is compiled once; matching a path is a
-dict-free loop over them, and `can_skip_dir` lets a context walker prune whole directories.
+a directory also matches everything under it. Each pattern is compiled once, and `can_skip_dir`
+lets a context walker prune whole directories.
+
+Two ways of asking, as in Docker: `matches` (MatchesOrParentMatches, one path on its own, what the
+daemon uses) and `matches_using_parent` (MatchesUsingParentResults, fed the parent directory's
+answer, what the docker CLI's context tar and BuildKit use while walking). They differ in rare
+orderings such as `src/*.go` then `!src`: walkers should use the second.
 """
 
 from __future__ import annotations
@@ -234,24 +239,20 @@ class IgnoreMatcher:
                 matched = not pattern.exclusion
         return matched, info
 
-    def can_skip_dir(self, path: str) -> bool:
+    def can_skip_dir(self, path: str, ignored: bool | None = None) -> bool:
         """True when `path` (a directory) is ignored and nothing under it can be re-included by
-        a `!` pattern, so a walker need not descend into it."""
+        a `!` pattern, so a walker need not descend into it. A walker using
+        `matches_using_parent` passes its own answer for the directory as `ignored`."""
         path = clean(path)
-        if not self.matches(path):
+        if not (self.matches(path) if ignored is None else ignored):
             return False
         if not self.has_exclusions:
             return True
+        # If no `!` pattern can match a path below the directory, every path below is ignored
+        # too (it matches at least the inclusions the directory matches, and the same exclusions),
+        # whether matched with `matches` or walked with `matches_using_parent`.
         prefix = path + "/"
-        lineage = [*_parents(path), path]
-        for pattern in self.patterns:
-            if not pattern.exclusion:
-                continue
-            if any(pattern.match(p) for p in lineage):
-                continue  # it applies to the directory itself, hence equally to everything below
-            if _may_match_below(pattern, prefix):
-                return False
-        return True
+        return not any(p.exclusion and _may_match_below(p, prefix) for p in self.patterns)
 
     def legacy_matches(self, path: str) -> bool:
         """patternmatcher.Matches (deprecated there; only the parent at the pattern's depth is
