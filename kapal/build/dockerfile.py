@@ -42,7 +42,7 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
-from kapal.build.shell import ShellError, ShellLex, go_is_space
+from kapal.build.shell import ShellError, ShellLex, go_is_space, go_quote
 from kapal.errors import InvalidArgument
 
 __all__ = ["DockerfileParseError", "parse_dockerfile", "parse_instruction", "parse_mount"]
@@ -217,36 +217,25 @@ class _LineParser:
             quote = ""
             while pos < n:
                 ch = line[pos]
-                if quote:
-                    if ch == quote:
-                        quote = ""
-                        pos += 1
-                        continue
-                    if ch == escape:
-                        if pos + 1 == n:
-                            quote = ""
-                            pos += 1
-                            continue
-                        pos += 1
-                        ch = line[pos]
-                    word.append(ch)
-                    pos += 1
-                    continue
-                if go_is_space(ch):
-                    break
-                if ch in ("'", '"'):
-                    quote = ch
-                    blank_ok = True
-                    pos += 1
-                    continue
-                if ch == escape:
-                    if pos + 1 == n:
-                        pos += 1
-                        continue
-                    pos += 1
-                    ch = line[pos]
-                word.append(ch)
                 pos += 1
+                if quote and ch == quote:
+                    quote = ""
+                    continue
+                if not quote:
+                    if go_is_space(ch):
+                        pos -= 1
+                        break
+                    if ch in ("'", '"'):
+                        quote = ch
+                        blank_ok = True
+                        continue
+                if ch == escape:  # escapes the next character, in quotes too; dropped at the end
+                    if pos == n:
+                        quote = ""
+                        continue
+                    ch = line[pos]
+                    pos += 1
+                word.append(ch)
             text = "".join(word)
             if text == "--":
                 if pos == n:
@@ -327,7 +316,7 @@ class _LineParser:
             key, sep, value = word.partition("=")
             if not sep:
                 raise _Problem(
-                    f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value"
+                    f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value"
                 )
             out += [key, value, "="]
         return out
@@ -625,16 +614,8 @@ def _suggest(message: str, value: str, options: list[str], case_sensitive: bool)
     return f"{message} (did you mean {best}?)"
 
 
-def _go_quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _at_least_one(keyword: str) -> _Problem:
     return _Problem(f"{keyword} requires at least one argument")
-
-
-def _exactly_one(keyword: str) -> _Problem:
-    return _Problem(f"{keyword} requires exactly one argument")
 
 
 def _base(node: _Node) -> dict[str, object]:
@@ -678,7 +659,7 @@ def _parse_from(node: _Node) -> From:
         stage_name = args[2].lower()
         if not _STAGE_NAME.match(stage_name):
             raise _Problem(
-                f"invalid name for build stage: {_go_quote(args[2])}, "
+                f"invalid name for build stage: {go_quote(args[2])}, "
                 "name can't start with a number or contain symbols"
             )
     elif len(args) != 1:
@@ -701,11 +682,16 @@ def _parse_label(node: _Node) -> Label:
     return Label(**_base(node), pairs=_key_values(node, "LABEL"))
 
 
-def _parse_maintainer(node: _Node) -> Maintainer:
+def _single_argument(node: _Node) -> str:
+    """MAINTAINER, WORKDIR, USER: the rest of the line is the one argument; no flags."""
     if len(node.args) != 1:
-        raise _exactly_one("MAINTAINER")
+        raise _Problem(f"{node.keyword.upper()} requires exactly one argument")
     _Flags(node.flags).parse()
-    return Maintainer(**_base(node), name=node.args[0])
+    return node.args[0]
+
+
+def _parse_maintainer(node: _Node) -> Maintainer:
+    return Maintainer(**_base(node), name=_single_argument(node))
 
 
 def _parse_copy(node: _Node) -> Copy:
@@ -782,10 +768,7 @@ def _parse_onbuild(node: _Node) -> Onbuild:
 
 
 def _parse_workdir(node: _Node) -> Workdir:
-    if len(node.args) != 1:
-        raise _exactly_one("WORKDIR")
-    _Flags(node.flags).parse()
-    return Workdir(**_base(node), path=node.args[0])
+    return Workdir(**_base(node), path=_single_argument(node))
 
 
 def _parse_run(node: _Node) -> Run:
@@ -797,10 +780,10 @@ def _parse_run(node: _Node) -> Run:
     mounts = [_parse_mount(spec) for spec in specs]
     network = flags.values.get("network") if "network" in flags.used else None
     if network is not None and network not in ("default", "none", "host"):
-        raise _Problem(f"invalid network mode {_go_quote(network)}")
+        raise _Problem(f"invalid network mode {go_quote(network)}")
     security = flags.values.get("security") if "security" in flags.used else None
     if security is not None and security not in ("sandbox", "insecure"):
-        raise _Problem(f"security {_go_quote(security)} is not valid")
+        raise _Problem(f"security {go_quote(security)} is not valid")
     return Run(
         **_base(node),
         args=_command_args(node),
@@ -836,7 +819,7 @@ def _interval(flags: _Flags, name: str) -> int | None:
     if duration == 0:
         return 0
     if duration < 1_000_000:
-        raise _Problem(f"Interval {_go_quote(name)} cannot be less than 1ms")
+        raise _Problem(f"Interval {go_quote(name)} cannot be less than 1ms")
     return duration
 
 
@@ -853,7 +836,7 @@ def _parse_healthcheck(node: _Node) -> Healthcheck:
     flags.declare("string", "interval", "timeout", "start-period", "start-interval", "retries")
     flags.parse()
     if kind != "CMD":
-        raise _Problem(f"Unknown type {_go_quote(kind)} in HEALTHCHECK (try CMD)")
+        raise _Problem(f"Unknown type {go_quote(kind)} in HEALTHCHECK (try CMD)")
     command = list(rest) if node.json else ([" ".join(rest)] if rest else [])
     if not command:
         raise _Problem("Missing command after HEALTHCHECK CMD")
@@ -866,10 +849,10 @@ def _parse_healthcheck(node: _Node) -> Healthcheck:
     text = flags.values.get("retries", "")
     if text:
         if not _DECIMAL.match(text):
-            raise _Problem(f"strconv.ParseInt: parsing {_go_quote(text)}: invalid syntax")
+            raise _Problem(f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax")
         retries = int(text)
         if not -(1 << 31) <= retries < (1 << 31):
-            raise _Problem(f"strconv.ParseInt: parsing {_go_quote(text)}: value out of range")
+            raise _Problem(f"strconv.ParseInt: parsing {go_quote(text)}: value out of range")
         if retries < 0:
             raise _Problem(f"--retries cannot be negative ({retries})")
     return Healthcheck(
@@ -891,10 +874,7 @@ def _parse_expose(node: _Node) -> Expose:
 
 
 def _parse_user(node: _Node) -> User:
-    if len(node.args) != 1:
-        raise _exactly_one("USER")
-    _Flags(node.flags).parse()
-    return User(**_base(node), user=node.args[0])
+    return User(**_base(node), user=_single_argument(node))
 
 
 def _parse_volume(node: _Node) -> Volume:
@@ -912,7 +892,7 @@ def _parse_volume(node: _Node) -> Volume:
 
 def _parse_stopsignal(node: _Node) -> StopSignal:
     if len(node.args) != 1:
-        raise _exactly_one("STOPSIGNAL")
+        raise _Problem("STOPSIGNAL requires exactly one argument")
     return StopSignal(**_base(node), signal=node.args[0])  # Docker does not check its flags
 
 
@@ -1068,7 +1048,7 @@ def _parse_mount(spec: str, expand_word: Callable[[str], str] | None = None) -> 
             lowered = value.lower()
             if lowered not in _MOUNT_TYPES:
                 raise _Problem(
-                    _suggest(f"unsupported mount type {_go_quote(value)}", value, sorted(_MOUNT_TYPES), True)
+                    _suggest(f"unsupported mount type {go_quote(value)}", value, sorted(_MOUNT_TYPES), True)
                 )
             mount_type = lowered
         elif canonical in ("readonly", "readwrite"):
@@ -1099,7 +1079,7 @@ def _parse_mount(spec: str, expand_word: Callable[[str], str] | None = None) -> 
             if lowered not in ("shared", "private", "locked"):
                 raise _Problem(
                     _suggest(
-                        f"unsupported sharing value {_go_quote(value)}",
+                        f"unsupported sharing value {go_quote(value)}",
                         value,
                         ["locked", "private", "shared"],
                         True,

@@ -6,6 +6,8 @@ environment is theirs: PWD=/home, SHELL=bash, KOREAN=한국어 and NULL set but 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,12 +129,15 @@ WORD_CASES = [
 
 @pytest.mark.parametrize(("word", "expected"), WORD_CASES, ids=[case[0] for case in WORD_CASES])
 def test_process_word(word: str, expected: object) -> None:
-    lex = ShellLex()
+    _expect(lambda: ShellLex().process_word(word, ENV), expected)
+
+
+def _expect(expand: Callable[[], object], expected: object) -> None:
     if expected is ERROR:
         with pytest.raises(ShellError):
-            lex.process_word(word, ENV)
+            expand()
     else:
-        assert lex.process_word(word, ENV) == expected
+        assert expand() == expected
 
 
 PATTERN_CASES = [
@@ -250,12 +255,7 @@ WORDS_CASES = [
 
 @pytest.mark.parametrize(("word", "expected"), WORDS_CASES, ids=[c[0] or "empty" for c in WORDS_CASES])
 def test_process_words(word: str, expected: object) -> None:
-    lex = ShellLex()
-    if expected is ERROR:
-        with pytest.raises(ShellError):
-            lex.process_words(word, WORDS_ENV)
-    else:
-        assert lex.process_words(word, WORDS_ENV) == expected
+    _expect(lambda: ShellLex().process_words(word, WORDS_ENV), expected)
 
 
 def test_backtick_escape() -> None:
