@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kapal.build.instructions import (
     Arg,
@@ -42,13 +41,20 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
-from kapal.build.shell import ShellError, ShellLex, go_is_space, go_quote
+from kapal.build.shell import GO_SPACE_CLASS, ShellError, ShellLex, go_is_space, go_quote
 from kapal.errors import InvalidArgument
 
 __all__ = ["DockerfileParseError", "parse_dockerfile", "parse_instruction", "parse_mount"]
 
 _MAX_LINE = 64 * 1024  # bufio.Scanner's token limit, which Docker's parser inherits
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_GO_SPACES = re.compile(f"[{GO_SPACE_CLASS}]*")
+_GO_SPACE_RUN = re.compile(f"[{GO_SPACE_CLASS}]+")
+# A flag word with nothing to unquote or unescape, per escape character.
+_PLAIN_FLAG = {
+    escape: re.compile(f"--[^{GO_SPACE_CLASS}'\"{re.escape(escape)}]*(?=[{GO_SPACE_CLASS}]|\\Z)")
+    for escape in ("\\", "`")
+}
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
@@ -86,25 +92,39 @@ class _Problem(Exception):
 # phase 1: lines → nodes (buildkit frontend/dockerfile/parser)
 
 
-@dataclass
 class _RawHeredoc:
-    name: str
-    expand: bool
-    chomp: bool
-    content: str = ""
+    __slots__ = ("name", "expand", "chomp", "content")
+
+    def __init__(self, name: str, expand: bool, chomp: bool) -> None:
+        self.name = name
+        self.expand = expand
+        self.chomp = chomp
+        self.content = ""
 
 
-@dataclass
 class _Node:
-    keyword: str  # as written
-    flags: list[str]
-    args: list[str]
-    json: bool
-    original: str
-    child: _Node | None = None  # ONBUILD's instruction
-    heredocs: list[_RawHeredoc] = field(default_factory=list)
-    start: int = 0
-    end: int = 0
+    """One instruction as the line parser sees it (buildkit's parser.Node, flattened)."""
+
+    __slots__ = ("keyword", "flags", "args", "json", "original", "child", "heredocs", "start", "end")
+
+    def __init__(
+        self,
+        keyword: str,
+        flags: list[str],
+        args: list[str],
+        is_json: bool,
+        original: str,
+        child: _Node | None,
+    ) -> None:
+        self.keyword = keyword  # as written
+        self.flags = flags
+        self.args = args
+        self.json = is_json
+        self.original = original
+        self.child = child  # ONBUILD's instruction
+        self.heredocs: list[_RawHeredoc] = []
+        self.start = 0
+        self.end = 0
 
     def can_contain_heredoc(self) -> bool:
         node = self.child if self.keyword.lower() == "onbuild" and self.child is not None else self
@@ -203,15 +223,20 @@ class _LineParser:
         """Leading `--name[=value]` words (quotes and escapes removed), and the rest of the line."""
         words: list[str] = []
         escape = self.escape
+        plain = _PLAIN_FLAG[escape]
         pos = 0
         n = len(line)
         while True:
-            while pos < n and go_is_space(line[pos]):
-                pos += 1
+            pos = _GO_SPACES.match(line, pos).end()  # type: ignore[union-attr]
             if pos == n:
                 return "", words
             if not line.startswith("--", pos):
                 return line[pos:], words
+            simple = plain.match(line, pos)
+            if simple is not None and simple.end() - pos > 2:
+                words.append(simple.group())
+                pos = simple.end()
+                continue
             word: list[str] = []
             blank_ok = False
             quote = ""
@@ -248,8 +273,10 @@ class _LineParser:
 
     def parse_words(self, rest: str) -> list[str]:
         """Split on unquoted whitespace, keeping quotes and escapes (ENV/LABEL/ARG words)."""
-        words: list[str] = []
         escape = self.escape
+        if "'" not in rest and '"' not in rest and escape not in rest:
+            return [word for word in _GO_SPACE_RUN.split(rest) if word]
+        words: list[str] = []
         word: list[str] = []
         in_word = False
         blank_ok = False
@@ -426,12 +453,16 @@ def _is_comment(line: str) -> bool:
     return line.lstrip()[:1] == "#"
 
 
-@dataclass
 class _Parsed:
-    nodes: list[_Node]
-    escape: str
-    directives: dict[str, str]
-    warnings: list[str]
+    __slots__ = ("nodes", "escape", "directives", "warnings")
+
+    def __init__(
+        self, nodes: list[_Node], escape: str, directives: dict[str, str], warnings: list[str]
+    ) -> None:
+        self.nodes = nodes
+        self.escape = escape
+        self.directives = directives
+        self.warnings = warnings
 
 
 def _parse_nodes(text: str) -> _Parsed:
@@ -989,6 +1020,9 @@ def _go_bool(value: str) -> bool | None:
 
 
 def _mount_fields(spec: str) -> list[str]:
+    """The comma-separated fields, read as CSV (so `"source=a,b"` is one field)."""
+    if '"' not in spec:
+        return spec.split(",") if spec else []
     import csv
 
     try:

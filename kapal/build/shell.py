@@ -15,9 +15,11 @@ from collections.abc import Mapping
 
 from kapal.errors import InvalidArgument
 
-__all__ = ["ShellLex", "ShellError", "go_is_space", "go_quote", "words_used"]
+__all__ = ["GO_SPACE_CLASS", "ShellLex", "ShellError", "go_is_space", "go_quote", "words_used"]
 
 _LATIN1_SPACES = frozenset("\t\n\v\f\r \x85\xa0")
+#: Go's unicode.IsSpace as a regex character-class body.
+GO_SPACE_CLASS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 # Characters that start something the lexer must look at; a word without any is returned as is.
 _PLAIN_WORD = re.compile(r"[^$'\"<\\`]*\Z")
