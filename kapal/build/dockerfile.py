@@ -376,6 +376,7 @@ def _reject_constant(name: str) -> object:
 
 
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _json_array(rest: str) -> list[str] | None:
@@ -392,6 +393,8 @@ def _json_array(rest: str) -> list[str] | None:
         return None
     if not all(isinstance(item, str) for item in value):
         raise _Problem("when using JSON array syntax, arrays must be comprised of strings only")
+    if "\\u" in rest:  # Go decodes a lone surrogate escape to U+FFFD; Python would keep it
+        value = [_LONE_SURROGATE.sub("\ufffd", item) for item in value]
     return value
 
 

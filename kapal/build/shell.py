@@ -352,18 +352,20 @@ class ShellLex:
     def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str], set[str]]:
         """The expansion, the variable names found in `env`, and those referenced but unset."""
         expansion = _Expansion(self, word, env)
-        try:
-            result, _ = expansion.process_stop_on("", self.raw_escapes)
-        except ShellError as error:
-            raise ShellError(f"failed to process {go_quote(word)}: {error}") from None
+        result, _ = _run(expansion, word)
         return result, expansion.matched, expansion.unmatched
 
     def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-        expansion = _Expansion(self, word, env)
-        try:
-            return expansion.process_stop_on("", self.raw_escapes)
-        except ShellError as error:
-            raise ShellError(f"failed to process {go_quote(word)}: {error}") from None
+        return _run(_Expansion(self, word, env), word)
+
+
+def _run(expansion: _Expansion, word: str) -> tuple[str, list[str]]:
+    try:
+        return expansion.process_stop_on("", expansion.lex.raw_escapes)
+    except ShellError as error:
+        raise ShellError(f"failed to process {go_quote(word)}: {error}") from None
+    except RecursionError:  # hundreds of nested ${a:-${b:-…}}: Go's stack grows, Python's does not
+        raise ShellError(f"failed to process {go_quote(word)}: substitutions nested too deeply") from None
 
 
 def words_used(word: str, escape: str = "\\") -> set[str]:
@@ -376,7 +378,7 @@ def words_used(word: str, escape: str = "\\") -> set[str]:
     expansion = _Expansion(ShellLex(escape, skip_unset_env=True), word, {})
     try:
         expansion.process_stop_on("", False)
-    except ShellError:
+    except (ShellError, RecursionError):
         pass
     return expansion.matched | expansion.unmatched
 

@@ -37,6 +37,7 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
+from kapal.build.shell import ShellLex
 from kapal.errors import InvalidArgument
 
 
@@ -400,6 +401,18 @@ def test_directives_only_at_the_top() -> None:
 def test_json_exec_form_with_escapes() -> None:
     run = only('RUN ["echo", "\\u2603 \\" \\\\ \\n"]')
     assert run.args == ["echo", '☃ " \\ \n']
+
+
+def test_json_lone_surrogate_becomes_replacement_char() -> None:
+    assert only('CMD ["a\\ud800b", "\\ud83d\\ude00"]').args == ["a\ufffdb", "\U0001f600"]
+
+
+def test_deeply_nested_substitution_is_an_error_not_a_crash() -> None:
+    word = "${a:-" * 2000 + "}" * 2000
+    dockerfile = parse_dockerfile(f"FROM scratch\nRUN echo {word} <<EOF\n")
+    assert dockerfile.stages[0].commands[0].heredocs == []  # a line too deep to lex opens no heredoc
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        ShellLex().process_word(word, {})
 
 
 def test_flag_words_lose_quotes_and_escapes() -> None:
