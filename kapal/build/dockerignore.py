@@ -99,13 +99,34 @@ def _check_syntax(pattern: str) -> None:
 
 
 class _Pattern:
-    __slots__ = ("text", "exclusion", "kind", "regex", "dirs")
+    __slots__ = ("text", "exclusion", "kind", "regex", "dirs", "lineage")
 
     def __init__(self, text: str, exclusion: bool) -> None:
         self.text = text
         self.exclusion = exclusion
         self.dirs = text.count("/") + 1
         self.kind, self.regex = _compile(text)
+        # One regex for "the path or one of its parent directories matches": a match from the
+        # start that ends where a path component ends.
+        self.lineage: re.Pattern[str] | None = None
+        if self.kind == _SUFFIX:
+            suffix = text[2:]
+            alternatives = "(?s:.*)" + re.escape(suffix)
+            if suffix[:1] == "/":
+                alternatives += "|" + re.escape(suffix[1:])
+            self.lineage = re.compile(f"(?:{alternatives})(?=/|\\Z)")
+        elif self.regex is not None:
+            self.lineage = re.compile(f"(?:{self.regex.pattern})(?=/|\\Z)", re.ASCII)
+
+    def match_or_parent(self, path: str) -> bool:
+        """match() on the path or any of its parent directories."""
+        kind = self.kind
+        if kind == _EXACT:
+            text = self.text
+            return path == text or (path.startswith(text) and path[len(text) : len(text) + 1] == "/")
+        if kind == _PREFIX:
+            return path.startswith(self.text[:-2])
+        return self.lineage.match(path) is not None  # type: ignore[union-attr]
 
     def match(self, path: str) -> bool:
         kind = self.kind
@@ -206,15 +227,11 @@ class IgnoreMatcher:
         path = clean(path)
         if path == "." or not self.patterns:
             return False
-        parents = _parents(path)
         matched = False
         for pattern in self.patterns:
             if pattern.exclusion != matched:
                 continue
-            hit = pattern.match(path)
-            if not hit:
-                hit = any(pattern.match(parent) for parent in parents)
-            if hit:
+            if pattern.match_or_parent(path):
                 matched = not pattern.exclusion
         return matched
 
@@ -223,17 +240,12 @@ class IgnoreMatcher:
         when asking about its entries, so each pattern is tried once per path."""
         matched = False
         info = [False] * len(self.patterns)
-        parents: list[str] | None = None
         for i, pattern in enumerate(self.patterns):
             hit = parent[i] if parent else False
             if not hit:
                 if pattern.exclusion != matched:
                     continue
-                hit = pattern.match(path)
-                if not hit and not parent:
-                    if parents is None:
-                        parents = _parents(path)
-                    hit = any(pattern.match(p) for p in parents)
+                hit = pattern.match(path) if parent else pattern.match_or_parent(path)
             info[i] = hit
             if hit:
                 matched = not pattern.exclusion
@@ -272,11 +284,6 @@ class IgnoreMatcher:
             if hit:
                 matched = not pattern.exclusion
         return matched
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _may_match_below(pattern: _Pattern, prefix: str) -> bool:

@@ -283,3 +283,29 @@ def test_matcher_never_crashes(patterns: list[str], path: str) -> None:
         return
     matcher.matches(path)
     matcher.can_skip_dir(path or "x")
+
+
+def _reference_matches(matcher: IgnoreMatcher, path: str) -> bool:
+    """MatchesOrParentMatches as Go writes it: each pattern against the path, then each parent."""
+    parts = path.split("/")
+    parents = ["/".join(parts[: i + 1]) for i in range(len(parts) - 1)]
+    matched = False
+    for pattern in matcher.patterns:
+        if pattern.exclusion != matched:
+            continue
+        if pattern.match(path) or any(pattern.match(parent) for parent in parents):
+            matched = not pattern.exclusion
+    return matched
+
+
+PATH_PARTS = st.sampled_from(
+    ["a", "b", "src", "docs", "x.md", "y.go", "gen", "node_modules", ".hidden", "a.b"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(PATTERNS, st.lists(PATH_PARTS, min_size=1, max_size=5))
+def test_lineage_regex_agrees_with_parent_loop(patterns: list[str], parts: list[str]) -> None:
+    matcher = IgnoreMatcher(patterns)
+    path = "/".join(parts)
+    assert matcher.matches(path) is _reference_matches(matcher, path)
