@@ -41,18 +41,18 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
-from kapal.build.shell import GO_SPACE_CLASS, ShellError, ShellLex, go_is_space, go_quote
+from kapal.build.shell import GO_SPACES, ShellError, ShellLex, go_is_space, go_quote
 from kapal.errors import InvalidArgument
 
 __all__ = ["DockerfileParseError", "parse_dockerfile", "parse_instruction", "parse_mount"]
 
 _MAX_LINE = 64 * 1024  # bufio.Scanner's token limit, which Docker's parser inherits
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_GO_SPACES = re.compile(f"[{GO_SPACE_CLASS}]*")
-_GO_SPACE_RUN = re.compile(f"[{GO_SPACE_CLASS}]+")
+_GO_SPACES = re.compile(f"[{GO_SPACES}]*")
+_GO_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
 # A flag word with nothing to unquote or unescape, per escape character.
 _PLAIN_FLAG = {
-    escape: re.compile(f"--[^{GO_SPACE_CLASS}'\"{re.escape(escape)}]*(?=[{GO_SPACE_CLASS}]|\\Z)")
+    escape: re.compile(f"--[^{GO_SPACES}'\"{re.escape(escape)}]*(?=[{GO_SPACES}]|\\Z)")
     for escape in ("\\", "`")
 }
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
@@ -145,7 +145,7 @@ class _LineParser:
         if not line.startswith("#"):
             self.directives_done = True
             return
-        match = _DIRECTIVE.match(line[1:].lstrip())
+        match = _DIRECTIVE.match(line[1:].lstrip(GO_SPACES))
         if match is None or match.group(1).lower() not in _VALID_DIRECTIVES:
             self.directives_done = True
             return
@@ -171,14 +171,14 @@ class _LineParser:
     # -- one instruction's text → node
 
     def node_from_line(self, line: str) -> _Node:
-        stripped = line.strip()
+        stripped = line.strip(GO_SPACES)
         parts = _WHITESPACE.split(stripped, maxsplit=1)
         keyword = parts[0]
         flags: list[str] = []
         rest = ""
         if len(parts) == 2:
             rest, flags = self.extract_flags(parts[1])
-            rest = rest.strip()
+            rest = rest.strip(GO_SPACES)
         kind = _LINE_KINDS.get(keyword.lower(), "ignore")
         child = None
         is_json = False
@@ -192,7 +192,7 @@ class _LineParser:
         elif kind == "words":
             args = self.parse_words(rest)
         elif kind == "keyvalue":
-            args = self.parse_name_value(rest, keyword.upper() if keyword.lower() == "env" else "LABEL")
+            args = self.parse_name_value(rest, "ENV" if keyword.lower() == "env" else "LABEL")
         elif kind == "whitespace":
             args = _WHITESPACE.split(rest) if rest else []
         elif kind == "string":
@@ -382,7 +382,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def _json_array(rest: str) -> list[str] | None:
     """The exec form's array, None when `rest` is not JSON (then it is shell form).
     A JSON array of anything but strings is an error, as in Docker."""
-    rest = rest.lstrip()
+    rest = rest.lstrip(GO_SPACES)
     if not rest.startswith("["):
         return None
     try:
@@ -453,7 +453,7 @@ def _split_lines(text: str) -> list[str]:
 
 
 def _is_comment(line: str) -> bool:
-    return line.lstrip()[:1] == "#"
+    return line.lstrip(GO_SPACES)[:1] == "#"
 
 
 class _Parsed:
@@ -484,7 +484,7 @@ def _parse_nodes(text: str) -> _Parsed:
         index += 1
         if len(raw) > _MAX_LINE and len(raw.encode("utf-8", "surrogatepass")) > _MAX_LINE:
             raise _Located(_Problem("dockerfile line greater than max allowed size of 65535"), current + 1)
-        token = raw.rstrip("\r\n").lstrip()
+        token = raw.rstrip("\r\n").lstrip(GO_SPACES)
         try:
             parser.possible_directive(token)
         except _Problem as problem:
@@ -507,7 +507,7 @@ def _parse_nodes(text: str) -> _Parsed:
             if _is_comment(raw):
                 continue
             token = raw.rstrip("\r\n")
-            if not token.lstrip():
+            if not token.lstrip(GO_SPACES):
                 empty_continuation = True
                 continue
             token, at_end = parser.trim_continuation(token)
@@ -653,7 +653,7 @@ def _at_least_one(keyword: str) -> _Problem:
 
 
 def _base(node: _Node) -> dict[str, object]:
-    return {"keyword": node.keyword.upper(), "line": node.start, "original": node.original.strip()}
+    return {"keyword": node.keyword.upper(), "line": node.start, "original": node.original.strip(GO_SPACES)}
 
 
 def _command_args(node: _Node) -> list[str]:
@@ -790,7 +790,7 @@ def _parse_onbuild(node: _Node) -> Onbuild:
     if not node.args:
         raise _at_least_one("ONBUILD")
     _Flags(node.flags).parse()
-    trigger = node.args[0].strip().upper()
+    trigger = node.args[0].strip(GO_SPACES).upper()
     if trigger == "ONBUILD":
         raise _Problem("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if trigger in ("MAINTAINER", "FROM"):
@@ -917,7 +917,7 @@ def _parse_volume(node: _Node) -> Volume:
     _Flags(node.flags).parse()
     paths = []
     for path in node.args:
-        path = path.strip()
+        path = path.strip(GO_SPACES)
         if not path:
             raise _Problem("VOLUME specified can not be an empty string")
         paths.append(path)

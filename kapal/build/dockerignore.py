@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from kapal.build.shell import GO_SPACES
 from kapal.errors import InvalidArgument
 from kapal.gopath import clean
 
@@ -41,12 +42,12 @@ def read_ignore_patterns(text: str | bytes) -> list[str]:
         line = line.removesuffix("\r")
         if line.startswith("#"):
             continue
-        pattern = line.strip()
+        pattern = line.strip(GO_SPACES)
         if not pattern:
             continue
         invert = pattern.startswith("!")
         if invert:
-            pattern = pattern[1:].strip()
+            pattern = pattern[1:].strip(GO_SPACES)
         if pattern:
             pattern = clean(pattern)
             if len(pattern) > 1 and pattern.startswith("/"):
@@ -205,7 +206,7 @@ class IgnoreMatcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: list[_Pattern] = []
         for text in patterns:
-            text = text.strip()
+            text = text.strip(GO_SPACES)
             if not text:
                 continue
             text = clean(text)

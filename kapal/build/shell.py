@@ -15,21 +15,22 @@ from collections.abc import Mapping
 
 from kapal.errors import InvalidArgument
 
-__all__ = ["GO_SPACE_CLASS", "ShellLex", "ShellError", "go_is_space", "go_quote", "words_used"]
+__all__ = ["GO_SPACES", "ShellLex", "ShellError", "go_is_space", "go_quote", "words_used"]
 
-_LATIN1_SPACES = frozenset("\t\n\v\f\r \x85\xa0")
-#: Go's unicode.IsSpace as a regex character-class body.
-GO_SPACE_CLASS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: Go's unicode.IsSpace characters (Python's `str.isspace` also counts \x1c-\x1f): for
+#: `str.strip(GO_SPACES)` as Go's strings.TrimSpace, and usable inside a regex character class.
+GO_SPACES = (
+    "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+_GO_SPACE_SET = frozenset(GO_SPACES)
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 # Characters that start something the lexer must look at; a word without any is returned as is.
 _PLAIN_WORD = re.compile(r"[^$'\"<\\`]*\Z")
 
 
 def go_is_space(ch: str) -> bool:
-    """Go's `unicode.IsSpace` (Python's `str.isspace` also counts \\x1c-\\x1f)."""
-    if ch < "\u0100":
-        return ch in _LATIN1_SPACES
-    return ch.isspace()
+    """Go's `unicode.IsSpace`."""
+    return ch in _GO_SPACE_SET
 
 
 class ShellError(InvalidArgument):
