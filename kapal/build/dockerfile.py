@@ -48,7 +48,7 @@ __all__ = ["DockerfileParseError", "parse_dockerfile", "parse_instruction", "par
 
 _MAX_LINE = 64 * 1024  # bufio.Scanner's token limit, which Docker's parser inherits
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_GO_SPACES = re.compile(f"[{GO_SPACES}]*")
+_LEADING_SPACES = re.compile(f"[{GO_SPACES}]*")
 _GO_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
 # A flag word with nothing to unquote or unescape, per escape character.
 _PLAIN_FLAG = {
@@ -227,7 +227,7 @@ class _LineParser:
         pos = 0
         n = len(line)
         while True:
-            pos = _GO_SPACES.match(line, pos).end()  # type: ignore[union-attr]
+            pos = _LEADING_SPACES.match(line, pos).end()  # type: ignore[union-attr]
             if pos == n:
                 return "", words
             if not line.startswith("--", pos):
