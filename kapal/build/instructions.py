@@ -80,6 +80,9 @@ class Run(Command):
     shell_form: bool = True  # prepend SHELL (default ["/bin/sh", "-c"]) to args
     heredocs: list[Heredoc] = field(default_factory=list)
     mounts: list[Mount] = field(default_factory=list)
+    # the --mount values as written: mounts using build args are parsed again once expanded
+    # (kapal.build.dockerfile.parse_mount(spec, expand_word)), as Docker's dispatcher does
+    mount_specs: list[str] = field(default_factory=list)
     network: str | None = None  # --network=default|none|host
     security: str | None = None  # --security=sandbox|insecure
 
@@ -215,6 +218,7 @@ class Copy(Command):
     exclude: list[str] = field(default_factory=list)
     checksum: str | None = None  # ADD --checksum
     keep_git_dir: bool = False  # ADD --keep-git-dir
+    unpack: bool | None = None  # ADD --unpack[=bool]; None: not given (archives from the context unpack)
 
     @property
     def is_add(self) -> bool:
