@@ -122,6 +122,33 @@ class LayerStore:
                 )
             return Layer(actual, stats.size)
 
+    def adopt(self, tree: Path, diff_id: str, size: int, lease: Lease) -> Layer:
+        """Take a layer already laid out as overlayfs wants it (a build step's upper dir).
+
+        *tree* is ``<root>/tmp-*`` holding ``diff/``; it is renamed into place, so a layer
+        written by the builder is never unpacked a second time. Its diff ID was computed
+        by the caller from the layer tar of that very tree.
+        """
+        lease.add(diff_id)
+        with self._lock(diff_id):
+            if (existing := self.get(diff_id)) is not None:
+                shutil.rmtree(tree, ignore_errors=True)
+                return existing
+            final = self.root / digests.split(diff_id)[1]
+            try:
+                if final.exists():
+                    shutil.rmtree(final)  # left by a crash between rename and insert
+                os.rename(tree, final)
+            except OSError as error:
+                shutil.rmtree(tree, ignore_errors=True)
+                raise storage_error(error, "storing layer") from error
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO layers (diff_id, size, added) VALUES (?, ?, ?)",
+                    (diff_id, size, time.time()),
+                )
+        return Layer(diff_id, size)
+
     def all(self) -> list[Layer]:
         return [
             Layer(row["diff_id"], row["size"]) for row in self._db.query("SELECT diff_id, size FROM layers")
