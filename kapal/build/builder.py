@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import os
 import posixpath
+import secrets
 import shutil
 import threading
 import time
@@ -351,7 +352,9 @@ class Build:
         try:
             for dep in deps:
                 self._stage_futures_wait(dep)
-            return StageBuilder(self, self.dockerfile.stages[index], first, total, index == target).build_stage()
+            return StageBuilder(
+                self, self.dockerfile.stages[index], first, total, index == target
+            ).build_stage()
         finally:
             self.output.finish(index)
 
@@ -867,8 +870,14 @@ class StageBuilder:
                         network=network,
                         mounts=oci_mounts,
                     )
+                    container_id = secrets.token_hex(32)
+                    self.out(f" ---> Running in {container_id[:12]}\n")
                     container_id, code = self.build.service.run(
-                        self.build.workdir / "bundle", root, request, self.run_output
+                        self.build.workdir / f"bundle-{container_id[:12]}",
+                        root,
+                        request,
+                        self.run_output,
+                        container_id,
                     )
                     self.out(f" ---> Removed intermediate container {container_id[:12]}\n")
                 if code != 0:
@@ -906,7 +915,10 @@ class StageBuilder:
                     target = posixpath.join(self.config.get("WorkingDir") or "/", target)
                 if not os.path.lexists(scoped_path(root, target)):
                     self._created_targets.append(target)
-                readonly = options.get("readonly", "true" if mount.type == "bind" else "false") in ("", "true")
+                readonly = options.get("readonly", "true" if mount.type == "bind" else "false") in (
+                    "",
+                    "true",
+                )
                 if mount.type == "cache":
                     cache_id = options.get("id") or target
                     directory = self.build.service.cache_mount_dir(cache_id)

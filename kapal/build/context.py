@@ -76,7 +76,7 @@ class BuildContext:
         offset = 0
         with open(context.spool_path, "wb") as spool:
             try:
-                tar = tarfile.open(fileobj=stream, mode="r|*")  # type: ignore[call-overload]
+                tar = tarfile.open(fileobj=stream, mode="r|*")  # type: ignore[call-overload]  # noqa: SIM115 - the stream is the caller's
             except tarfile.ReadError as error:
                 if "empty" in str(error):
                     return context
@@ -196,7 +196,7 @@ class BuildContext:
         matcher = matches  # callable(path) -> bool
         dropped = {name for name in self.entries if name and matcher(name)}  # type: ignore[operator]
         kept_dirs = set()
-        for name, entry in self.entries.items():
+        for name in self.entries:
             if name in dropped or not name:
                 continue
             parent = posixpath.dirname(name)

@@ -402,7 +402,7 @@ def _open_entry(tree: Tree, entry: Entry) -> io.BufferedReader:
     """A file of a tree as a readable stream (the archive ADD unpacks), spilled to a temporary file."""
     import tempfile
 
-    spill = tempfile.TemporaryFile()
+    spill = tempfile.TemporaryFile()  # noqa: SIM115 - returned open
     tree.copy_to(entry, spill.fileno())
     spill.seek(0)
     return spill  # type: ignore[return-value]

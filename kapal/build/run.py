@@ -53,9 +53,10 @@ def run_container(
     rootfs: Path,
     request: RunRequest,
     output: Callable[[bytes], None],
+    container_id: str | None = None,
 ) -> tuple[str, int]:
     """Run *request* on *rootfs*; returns (container ID, exit code)."""
-    container_id = secrets.token_hex(32)
+    container_id = container_id or secrets.token_hex(32)
     bundle.mkdir(parents=True, exist_ok=True)
     mode = _network_mode(request.network)
     etc = write_etc_files(bundle, container_id[:12], "", mode == "host", [], [], [], [])

@@ -67,12 +67,17 @@ class BuildService:
         return parse_instruction(text, escape=escape)
 
     def run(
-        self, bundle: Path, rootfs: Path, request: RunRequest, output: Callable[[bytes], None]
+        self,
+        bundle: Path,
+        rootfs: Path,
+        request: RunRequest,
+        output: Callable[[bytes], None],
+        container_id: str | None = None,
     ) -> tuple[str, int]:
         containers = self.engine.containers
         runtime = containers.runtime(None)
         return run_container(
-            runtime, containers.host, containers.cgroup_layout, bundle, rootfs, request, output
+            runtime, containers.host, containers.cgroup_layout, bundle, rootfs, request, output, container_id
         )
 
     def cache_mount_dir(self, cache_id: str) -> Path:
@@ -144,14 +149,14 @@ class BuildService:
         return self.run_build(self.prepare(body, options), emit)
 
     def _apply_dockerignore(self, context: BuildContext, dockerfile_name: str) -> None:
-        from kapal.build.dockerignore import IgnoreMatcher
+        from kapal.build.dockerignore import IgnoreMatcher, read_ignore_patterns
 
         patterns_text = context.read_file(f"{dockerfile_name}.dockerignore")
         if patterns_text is None:
             patterns_text = context.read_file(".dockerignore")
         if patterns_text is None:
             return
-        patterns = parse_ignore_lines(patterns_text.decode("utf-8", "replace"))
+        patterns = read_ignore_patterns(patterns_text)
         if not patterns:
             return
         matcher = IgnoreMatcher(patterns)
@@ -206,18 +211,6 @@ class BuildService:
 
 def posixpath_base(name: str) -> str:
     return name.rsplit("/", 1)[-1]
-
-
-def parse_ignore_lines(text: str) -> list[str]:
-    """.dockerignore lines: comments and blank lines dropped, surrounding space trimmed."""
-    patterns = []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        line = line.strip()
-        if line:
-            patterns.append(line)
-    return patterns
 
 
 def _remove_tree(path: Path) -> None:
