@@ -318,3 +318,94 @@ def time_ago(unix_seconds: float, now: float | None = None) -> str:
     then_ns = int(unix_seconds) * _NS_PER_SECOND if math.isfinite(unix_seconds) else 0
     d = max(_INT64_MIN, min(_INT64_MAX, now_ns - then_ns))
     return _human_duration_ns(d) + " ago"
+
+
+# --------------------------------------------------------------------------
+# Go's time.ParseDuration
+
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # U+00B5 micro sign
+    "\u03bcs": 1_000,  # U+03BC Greek letter mu
+    "ms": 1_000_000,
+    "s": _NS_PER_SECOND,
+    "m": _NS_PER_MINUTE,
+    "h": _NS_PER_HOUR,
+}
+
+
+def _go_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_go_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds ("1m30s", "1.5h", "-2ms", "0"), with its errors.
+
+    Dockerfile ``HEALTHCHECK --interval`` and ``docker run --health-*`` take Go durations.
+    """
+    invalid = ValueError("time: invalid duration " + _go_quote(text))
+    s = text
+    negative = False
+    if s[:1] in ("-", "+"):
+        negative = s[0] == "-"
+        s = s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise invalid
+    total = 0
+    limit = 1 << 63
+    i = 0
+    n = len(s)
+    while i < n:
+        if not (s[i] == "." or "0" <= s[i] <= "9"):
+            raise invalid
+        start = i
+        whole = 0
+        while i < n and "0" <= s[i] <= "9":
+            whole = whole * 10 + ord(s[i]) - 48
+            if whole > limit:
+                raise invalid
+            i += 1
+        has_whole = i > start
+        fraction, scale, has_fraction = 0, 1.0, False
+        if i < n and s[i] == ".":
+            i += 1
+            start = i
+            overflow = False
+            while i < n and "0" <= s[i] <= "9":
+                if not overflow:
+                    if fraction > ((1 << 63) - 1) // 10:
+                        overflow = True  # Go stops accumulating but keeps consuming digits
+                    else:
+                        fraction = fraction * 10 + ord(s[i]) - 48
+                        scale *= 10
+                i += 1
+            has_fraction = i > start
+        if not has_whole and not has_fraction:
+            raise invalid
+        start = i
+        while i < n and not (s[i] == "." or "0" <= s[i] <= "9"):
+            i += 1
+        if i == start:
+            raise ValueError("time: missing unit in duration " + _go_quote(text))
+        unit_name = s[start:i]
+        unit = _DURATION_UNITS.get(unit_name)
+        if unit is None:
+            raise ValueError(f"time: unknown unit {_go_quote(unit_name)} in duration {_go_quote(text)}")
+        if whole > limit // unit:
+            raise invalid
+        value = whole * unit
+        if fraction > 0:
+            value += int(float(fraction) * (float(unit) / scale))
+            if value > limit:
+                raise invalid
+        total += value
+        if total > limit:
+            raise invalid
+    if negative:
+        return -total
+    if total > limit - 1:
+        raise invalid
+    return total
