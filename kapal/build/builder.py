@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import datetime
 import hashlib
+import json
 import os
 import posixpath
 import secrets
@@ -650,14 +651,19 @@ class StageBuilder:
         self.build.cache.put(key, state.config, state.layers, added.size if added else 0)
         self.state = state
 
-    def metadata(self, command: ins.Command, change: Callable[[dict[str, Any]], None], **extra: Any) -> None:
+    def metadata(
+        self,
+        command: ins.Command,
+        change: Callable[[dict[str, Any]], None],
+        resolved: list[str] | None = None,
+    ) -> None:
         """A step that only changes the config: ``#(nop)`` in history, no layer."""
-        created_by = f"/bin/sh -c #(nop)  {command_text(command)}"
+        created_by = f"/bin/sh -c #(nop)  {command_text(command, resolved)}"
 
         def execute() -> State:
             config = copy.deepcopy(self.config)
             change(config)
-            return self.new_state(config, created_by, None, extra.get("author"))
+            return self.new_state(config, created_by, None)
 
         self.cached_step([command.keyword, created_by, command_repr(command)], execute)
 
@@ -751,7 +757,7 @@ class StageBuilder:
         def change(config: dict[str, Any]) -> None:
             config["Cmd"] = args
 
-        self.metadata(command, change)
+        self.metadata(command, change, args)
         self.cmd_set = True
 
     def do_entrypoint(self, command: ins.Entrypoint) -> None:
@@ -766,7 +772,7 @@ class StageBuilder:
             if not cmd_set:
                 config["Cmd"] = None
 
-        self.metadata(command, change)
+        self.metadata(command, change, args or [])
 
     def do_onbuild(self, command: ins.Onbuild) -> None:
         keyword = command.trigger.split(None, 1)[0].upper() if command.trigger.strip() else ""
@@ -1216,21 +1222,24 @@ def expand_ports(ports: list[str]) -> list[str]:
     return result
 
 
-def command_text(command: ins.Command) -> str:
-    """The instruction as the history records it (after expansion)."""
+def _go_quoted(values: list[str]) -> str:
+    """Go's ``%q`` of a string slice, as the legacy builder writes CMD and ENTRYPOINT in history."""
+    return "[" + " ".join(json.dumps(value, ensure_ascii=False) for value in values) + "]"
+
+
+def command_text(command: ins.Command, resolved: list[str] | None = None) -> str:
+    """The instruction as the legacy builder's history records it (after expansion)."""
     if isinstance(command, ins.Env | ins.Label):
         pairs = " ".join(f"{p.key}={p.value}" for p in command.pairs)
         return f"{command.keyword} {pairs}"
-    if isinstance(command, ins.Cmd | ins.Entrypoint | ins.Shell):
-        import json
-
-        return f"{command.keyword} {json.dumps(command.args)}"
+    if isinstance(command, ins.Cmd | ins.Entrypoint):
+        return f"{command.keyword} {_go_quoted(resolved if resolved is not None else command.args)}"
+    if isinstance(command, ins.Shell):
+        return f"SHELL [{' '.join(command.args)}]"
     if isinstance(command, ins.Expose):
         return f"EXPOSE {' '.join(expand_ports(command.ports))}"
     if isinstance(command, ins.Volume):
-        import json
-
-        return f"VOLUME {json.dumps(command.paths)}"
+        return f"VOLUME [{' '.join(command.paths)}]"
     if isinstance(command, ins.User):
         return f"USER {command.user}"
     if isinstance(command, ins.StopSignal):
