@@ -343,7 +343,7 @@ class Build:
             for name in self.options.build_args
             if name not in self.consumed and name not in PROXY_ARGS and name != "SOURCE_DATE_EPOCH"
         )
-        if unused:
+        if unused and not self.options.quiet:
             self.output.direct(
                 {"stream": f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n"}
             )
