@@ -26,7 +26,11 @@ APP_DOCKERFILE = """
 def _app(directory: Path) -> Path:
     return write_context(
         directory,
-        {"Dockerfile": APP_DOCKERFILE, "src/greeting.txt": "hello VERSION\n", "src/lib/util.sh": "echo util\n"},
+        {
+            "Dockerfile": APP_DOCKERFILE,
+            "src/greeting.txt": "hello VERSION\n",
+            "src/lib/util.sh": "echo util\n",
+        },
     )
 
 
@@ -69,7 +73,7 @@ def test_docker_cli_legacy_builder(daemon: Daemon, busybox: str, scratch: Path) 
     )
 
     failed = docker_build(str(write_context(scratch / "bad", {"Dockerfile": "FROM busybox\nRUN exit 2\n"})))
-    assert failed.returncode == 1
+    assert failed.returncode == 2  # the failed RUN's code, as with dockerd
     assert "The command '/bin/sh -c exit 2' returned a non-zero code: 2" in failed.stderr.decode()
 
 
@@ -82,7 +86,7 @@ def test_docker_py_images_build(daemon: Daemon, busybox: str, scratch: Path) -> 
             path=str(context), tag="app:py", buildargs={"VERSION": "9"}, rm=True, labels={"via": "docker-py"}
         )
         text = "".join(chunk.get("stream", "") for chunk in logs)
-        assert "Step 1/8 : FROM busybox" in text
+        assert "Step 1/9 : FROM busybox" in text and 'Step 9/9 : LABEL "via"="docker-py"' in text
         assert image.tags == ["app:py"]
         assert image.labels == {"org.example.version": "9", "via": "docker-py"}
         assert client.containers.run("app:py", remove=True) == b"hello 9\n"
