@@ -11,11 +11,12 @@ once, in its layer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import posixpath
 import stat
-import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +26,141 @@ from kapal.errors import InvalidArgument, NotFound
 FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
 
 _CHUNK = 1 << 20
+_BLOCK = 512
+_REGULAR = (b"0", b"\0", b"7")
+_NODES = {b"3": stat.S_IFCHR, b"4": stat.S_IFBLK, b"6": stat.S_IFIFO}
+
+
+def _number(field: bytes) -> int:
+    """A tar header number: octal text, or base-256 when the high bit is set."""
+    if field and field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise InvalidArgument(f"the build context is not a valid tar archive: bad number {field!r}") from None
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+@dataclass
+class _Header:
+    name: str
+    kind: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    linkname: str
+    devmajor: int
+    devminor: int
+
+
+class _TarReader:
+    """A forward-only reader of tar headers (ustar, PAX and GNU long names) and member data."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def _read(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        while len(data) < size:
+            more = self._stream.read(size - len(data))
+            if not more:
+                raise InvalidArgument("the build context is not a valid tar archive: unexpected end of data")
+            data += more
+        return data
+
+    def read_data(self, size: int) -> bytes:
+        data = self._read(size) if size else b""
+        if size % _BLOCK:
+            self._read(_BLOCK - size % _BLOCK)
+        return data
+
+    def skip(self, size: int) -> None:
+        remaining = size + (-size) % _BLOCK
+        while remaining:
+            remaining -= len(self._read(min(remaining, _CHUNK)))
+
+    def __iter__(self) -> Iterator[_Header]:
+        pax: dict[str, str] = {}
+        global_pax: dict[str, str] = {}
+        long_name: str | None = None
+        long_link: str | None = None
+        while True:
+            block = self._stream.read(_BLOCK)
+            if not block:
+                return
+            if len(block) < _BLOCK:
+                block += self._read(_BLOCK - len(block))
+            if block == b"\0" * _BLOCK:
+                return
+            checksum = _number(block[148:156])
+            unsigned = sum(block[:148]) + 256 + sum(block[156:])
+            if checksum != unsigned:
+                high = sum(1 for byte in block[:148] + block[156:] if byte > 127)
+                if checksum != unsigned - 256 * high:
+                    raise InvalidArgument("the build context is not a valid tar archive: bad header checksum")
+            kind = block[156:157]
+            size = _number(block[124:136])
+            if kind in (b"x", b"g"):
+                records = _pax_records(self.read_data(size))
+                (pax if kind == b"x" else global_pax).update(records)
+                continue
+            if kind in (b"L", b"K"):
+                value = self.read_data(size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                if kind == b"L":
+                    long_name = value
+                else:
+                    long_link = value
+                continue
+            values = {**global_pax, **pax}
+            name = _text(block[0:100])
+            if block[257:262] == b"ustar":
+                prefix = _text(block[345:500])
+                if prefix:
+                    name = f"{prefix}/{name}"
+            name = values.get("path", long_name if long_name is not None else name)
+            linkname = values.get("linkpath", long_link if long_link is not None else _text(block[157:257]))
+            if "size" in values:
+                size = int(values["size"])
+            yield _Header(
+                name=name,
+                kind=kind,
+                mode=_number(block[100:108]) & 0o7777,
+                uid=int(values.get("uid", _number(block[108:116]))),
+                gid=int(values.get("gid", _number(block[116:124]))),
+                size=size,
+                mtime=float(values.get("mtime", _number(block[136:148]))),
+                linkname=linkname,
+                devmajor=_number(block[329:337]),
+                devminor=_number(block[337:345]),
+            )
+            pax = {}
+            long_name = long_link = None
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        space = data.find(b" ", position)
+        if space < 0:
+            break
+        try:
+            length = int(data[position:space])
+        except ValueError:
+            raise InvalidArgument("the build context is not a valid tar archive: bad PAX record") from None
+        if length <= 0:
+            break
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
 
 
 @dataclass
@@ -70,92 +206,68 @@ class BuildContext:
 
     @classmethod
     def receive(cls, stream: BinaryIO, directory: Path) -> BuildContext:
-        """Read a context tar from *stream* into ``directory/context.spool``."""
+        """Read a context tar (plain or compressed) from *stream* into ``directory/context.spool``.
+
+        The tar is parsed here rather than by :mod:`tarfile`: a context is thousands of small
+        files and this is the path every build, cached or not, waits on.
+        """
+        from kapal.image.compression import open_decompressed
+
         context = cls(directory / "context.spool")
         context.entries[""] = Entry("", DIR, 0o755)
+        decoded, _ = open_decompressed(stream)
+        reader = _TarReader(decoded)
         offset = 0
         with open(context.spool_path, "wb") as spool:
-            try:
-                tar = tarfile.open(fileobj=stream, mode="r|*")  # type: ignore[call-overload]  # noqa: SIM115 - the stream is the caller's
-            except tarfile.ReadError as error:
-                if "empty" in str(error):
-                    return context
-                raise InvalidArgument(f"the build context is not a valid tar archive: {error}") from None
-            except (tarfile.TarError, EOFError, OSError) as error:
-                raise InvalidArgument(f"the build context is not a valid tar archive: {error}") from None
-            try:
-                for info in tar:
-                    tar.members.clear()
-                    name = clean(info.name)
-                    if name.startswith("../") or name == "..":
+            for header in reader:
+                name = clean(header.name)
+                kind = header.kind
+                if kind in _REGULAR:
+                    data = reader.read_data(header.size)
+                    entry = Entry(
+                        name,
+                        FILE,
+                        header.mode,
+                        header.uid,
+                        header.gid,
+                        header.size,
+                        header.mtime,
+                        offset=offset,
+                        digest=hashlib.sha256(data).hexdigest(),
+                    )
+                    spool.write(data)
+                    offset += header.size
+                elif kind == b"5":
+                    entry = Entry(name, DIR, header.mode, header.uid, header.gid, 0, header.mtime)
+                elif kind == b"2":
+                    entry = Entry(
+                        name, SYMLINK, 0o777, header.uid, header.gid, 0, header.mtime, header.linkname
+                    )
+                elif kind == b"1":
+                    target = context.entries.get(clean(header.linkname))
+                    if target is None or target.kind != FILE:
                         continue
-                    if info.isdir():
-                        entry = Entry(name, DIR, info.mode & 0o7777, info.uid, info.gid, 0, info.mtime)
-                    elif info.issym():
-                        entry = Entry(name, SYMLINK, 0o777, info.uid, info.gid, 0, info.mtime, info.linkname)
-                    elif info.islnk():
-                        target = context.entries.get(clean(info.linkname))
-                        if target is None or target.kind != FILE:
-                            continue
-                        entry = Entry(
-                            name,
-                            FILE,
-                            info.mode & 0o7777,
-                            info.uid,
-                            info.gid,
-                            target.size,
-                            info.mtime,
-                            offset=target.offset,
-                            digest=target.digest,
-                        )
-                    elif info.isreg():
-                        hasher = hashlib.sha256()
-                        source = tar.extractfile(info)
-                        assert source is not None
-                        remaining = info.size
-                        while remaining > 0:
-                            chunk = source.read(min(_CHUNK, remaining))
-                            if not chunk:
-                                raise InvalidArgument(f"the build context is truncated at {info.name}")
-                            hasher.update(chunk)
-                            spool.write(chunk)
-                            remaining -= len(chunk)
-                        entry = Entry(
-                            name,
-                            FILE,
-                            info.mode & 0o7777,
-                            info.uid,
-                            info.gid,
-                            info.size,
-                            info.mtime,
-                            offset=offset,
-                            digest=hasher.hexdigest(),
-                        )
-                        offset += info.size
-                    elif info.ischr() or info.isblk() or info.isfifo():
-                        kind = (
-                            stat.S_IFCHR if info.ischr() else stat.S_IFBLK if info.isblk() else stat.S_IFIFO
-                        )
-                        entry = Entry(
-                            name,
-                            OTHER,
-                            info.mode & 0o7777,
-                            info.uid,
-                            info.gid,
-                            0,
-                            info.mtime,
-                            rdev=os.makedev(info.devmajor, info.devminor),
-                            file_type=kind,
-                        )
-                    else:
-                        continue
-                    if name == "":
-                        if entry.kind == DIR:
-                            context.entries[""] = entry
-                        continue
-                    context._add(entry)
-            except (tarfile.TarError, EOFError, ValueError) as error:
-                raise InvalidArgument(f"the build context is not a valid tar archive: {error}") from None
+                    entry = dataclasses.replace(target, name=name, mode=header.mode, mtime=header.mtime)
+                elif kind in _NODES:
+                    entry = Entry(
+                        name,
+                        OTHER,
+                        header.mode,
+                        header.uid,
+                        header.gid,
+                        0,
+                        header.mtime,
+                        rdev=os.makedev(header.devmajor, header.devminor),
+                        file_type=_NODES[kind],
+                    )
+                else:
+                    reader.skip(header.size)
+                    continue
+                if name == "":
+                    if entry.kind == DIR:
+                        context.entries[""] = entry
+                    continue
+                context._add(entry)
         return context
 
     def _add(self, entry: Entry) -> None:

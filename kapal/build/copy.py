@@ -273,13 +273,35 @@ def parse_chmod(chmod: str | None) -> int | None:
     return mode
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+_UMASK = _umask()
+
+
 class Writer:
-    """Writes entries under a destination inside a mounted root."""
+    """Writes entries under a destination inside a mounted root.
+
+    Files are the bulk of a COPY: each costs one create, so the syscalls around it are
+    kept to what changes something (no chown to the owner it already has, no chmod to the
+    mode it was created with, no lookup in a directory this copy just made).
+    """
 
     def __init__(self, rootfs: str, owner: Owner | None, chmod: int | None) -> None:
         self.rootfs = rootfs
         self.owner = owner
         self.chmod = chmod
+        self._fresh: set[str] = set()  # directories this writer created (nothing else is in them)
+        self._ids_are_mine = (owner is None or (owner.uid, owner.gid) == (0, 0)) and os.geteuid() == 0
 
     def _ids(self, entry: Entry | None) -> tuple[int, int]:
         if self.owner is not None:
@@ -301,6 +323,7 @@ class Writer:
             os.mkdir(directory, 0o755)
             os.chmod(directory, 0o755)
             os.lchown(directory, uid, gid)
+            self._fresh.add(directory)
         return host
 
     def _remove_existing(self, host: str, keep_dir: bool) -> bool:
@@ -322,21 +345,29 @@ class Writer:
         """Write one entry at the host path *host* (whose parent exists)."""
         uid, gid = self._ids(entry)
         mode = self.chmod if self.chmod is not None else entry.mode
+        fresh_parent = os.path.dirname(host) in self._fresh
         if entry.kind == DIR:
-            if not self._remove_existing(host, keep_dir=True):
+            if fresh_parent or not self._remove_existing(host, keep_dir=True):
                 os.mkdir(host, 0o700)
-            os.lchown(host, uid, gid)
+                self._fresh.add(host)
+            if not self._ids_are_mine:
+                os.lchown(host, uid, gid)
             os.chmod(host, mode)
             os.utime(host, (entry.mtime, entry.mtime), follow_symlinks=False)
             return
-        self._remove_existing(host, keep_dir=False)
+        if not fresh_parent:
+            self._remove_existing(host, keep_dir=False)
         if entry.kind == FILE:
-            fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o777
+            )
             try:
                 if entry.size:
                     tree.copy_to(entry, fd)
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)
+                if not self._ids_are_mine:
+                    os.fchown(fd, uid, gid)
+                if mode != mode & 0o777 & ~_UMASK:
+                    os.fchmod(fd, mode)
                 os.utime(fd, (entry.mtime, entry.mtime))
             finally:
                 os.close(fd)

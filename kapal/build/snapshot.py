@@ -9,7 +9,6 @@ is never unpacked a second time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -20,39 +19,23 @@ from kapal.build.cache import LayerRef
 from kapal.container.filesystem import _LowerView, _runtime_entries
 from kapal.content.lease import Lease
 from kapal.content.store import ContentStore
-from kapal.image.compression import Compression, compress_writer
 from kapal.image.layer_tar import write_layer
 from kapal.image.layers import LayerStore
+from kapal.image.manifest import OCI_LAYER
 from kapal.runtime import rootfs
 
 
-class _Tee:
-    """The layer tar on its way: hashed (diff ID), counted, and compressed into the blob."""
+class _Counted:
+    """The layer tar on its way into the blob writer (which hashes it), counted."""
 
-    def __init__(self, out: Any) -> None:
-        self._out = out
-        self._hash = hashlib.sha256()
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._hash.update(data)
-        self._out.write(data)
+        self._writer.write(data)
         self.size += len(data)
         return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def diff_id(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
-class _BlobSink:
-    def __init__(self, writer: Any) -> None:
-        self._writer = writer
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        return self._writer.write(data)
 
     def flush(self) -> None:
         pass
@@ -110,13 +93,11 @@ class Snapshot:
         if not os.listdir(self.upper):
             shutil.rmtree(self.tree, ignore_errors=True)
             return None
-        content = self.content
-        with content.writer(lease=lease) as writer:
-            gzip = compress_writer(_BlobSink(writer), Compression.GZIP)  # type: ignore[arg-type]
-            tee = _Tee(gzip)
-            write_layer(self.upper, tee, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
-            gzip.close()
+        # Stored uncompressed, as dockerd keeps a built layer: the blob is the tar, its digest the
+        # diff ID, and a build pays for no compression (a push may compress).
+        with self.content.writer(lease=lease) as writer:
+            sink = _Counted(writer)
+            write_layer(self.upper, sink, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
             blob = writer.commit()
-        diff_id = tee.diff_id()
-        self.layers.adopt(self.tree, diff_id, tee.size, lease)
-        return LayerRef(diff_id, blob, content.size(blob))
+        self.layers.adopt(self.tree, blob, sink.size, lease)
+        return LayerRef(blob, blob, sink.size, OCI_LAYER)

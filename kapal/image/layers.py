@@ -48,6 +48,11 @@ class Layer:
     size: int
 
 
+def _remove_later(tree: Path) -> None:
+    """Remove a tree in the background (it keeps its ``tmp-`` name, so a crash leaves it to start-up)."""
+    threading.Thread(target=shutil.rmtree, args=(tree,), kwargs={"ignore_errors": True}, daemon=True).start()
+
+
 class LayerStore:
     def __init__(self, root: str | os.PathLike, db: Database, leases: LeaseRegistry) -> None:
         self.root = Path(root)
@@ -132,7 +137,7 @@ class LayerStore:
         lease.add(diff_id)
         with self._lock(diff_id):
             if (existing := self.get(diff_id)) is not None:
-                shutil.rmtree(tree, ignore_errors=True)
+                _remove_later(tree)
                 return existing
             final = self.root / digests.split(diff_id)[1]
             try:

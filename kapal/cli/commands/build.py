@@ -48,15 +48,31 @@ class TarStream:
 
 
 def _header(name: str, st: os.stat_result, kind: bytes, linkname: str = "", size: int = 0) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.mtime = int(st.st_mtime)
-    info.size = size
-    info.linkname = linkname
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    """A ustar header with owners zeroed (as the docker CLI sends a context); PAX for long names."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    link = linkname.encode("utf-8", "surrogateescape")
+    mtime = max(int(st.st_mtime), 0)
+    if len(encoded) > 100 or len(link) > 100 or not encoded.isascii() or mtime >= 8**11 or size >= 8**11:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.mtime = mtime
+        info.size = size
+        info.linkname = linkname
+        info.uname = info.gname = ""
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    block = bytearray(512)
+    block[0 : len(encoded)] = encoded
+    block[100:108] = b"%07o\0" % stat.S_IMODE(st.st_mode)
+    block[108:116] = block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"%011o\0" % mtime
+    block[148:156] = b"        "
+    block[156:157] = kind
+    block[157 : 157 + len(link)] = link
+    block[257:265] = b"ustar\x0000"
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
 
 
 def context_chunks(root: str, matcher: Any, extra: list[tuple[str, bytes]]) -> Iterator[bytes]:
@@ -93,8 +109,15 @@ def context_chunks(root: str, matcher: Any, extra: list[tuple[str, bytes]]) -> I
                 continue
             if stat.S_ISREG(st.st_mode):
                 try:
-                    with open(path, "rb") as source:
-                        data = source.read()
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        data = os.read(fd, st.st_size + 1) if st.st_size < _CHUNK else b""
+                        if len(data) != st.st_size:
+                            with open(fd, "rb", closefd=False) as source:
+                                source.seek(0)
+                                data = source.read()
+                    finally:
+                        os.close(fd)
                 except OSError as error:
                     raise CommandError(f"error checking context: can't open '{child}': {error}") from None
                 pending.append(_header(child, st, tarfile.REGTYPE, size=len(data)))
