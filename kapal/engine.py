@@ -131,6 +131,7 @@ class Engine:
         self.execs  # noqa: B018 - wires the health monitor before containers are picked up
         self.networks.recover()  # adopt bridges and rules of containers that outlived the last daemon
         self.containers.recover()
+        self.builder  # noqa: B018 - clears what an interrupted build left (mounts, work dirs)
         self.networks.drop_stale({c.id for c in self.containers.list() if c.running})
         ingests = self.content.remove_abandoned_ingests()
         self.layers.remove_abandoned()

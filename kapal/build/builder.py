@@ -99,6 +99,7 @@ class BuildOptions:
     platform: str = ""
     cache_from: list[str] = field(default_factory=list)
     secrets: dict[str, bytes] = field(default_factory=dict)
+    registry_config: str = ""  # X-Registry-Config: credentials for the images FROM pulls
 
 
 @dataclass
@@ -204,6 +205,7 @@ class Build:
         self._consumed_lock = threading.Lock()
         self._stage_futures: dict[int, Future[State]] = {}
         self._mount_counter = 0
+        self._cache_sources: list[State] | None = None
         self._counter_lock = threading.Lock()
         epoch = options.build_args.get("SOURCE_DATE_EPOCH")
         try:
@@ -373,6 +375,53 @@ class Build:
             number = self._mount_counter
         return self.workdir / f"{label}-{number}"
 
+    # -- --cache-from -----------------------------------------------------------------------
+
+    def cache_sources(self) -> list[State]:
+        """The ``--cache-from`` images present here (a missing one is skipped, as dockerd does)."""
+        with self._counter_lock:
+            if self._cache_sources is None:
+                sources = []
+                for name in self.options.cache_from:
+                    try:
+                        sources.append(self.state_of_image(self.engine.images.get(name)))
+                    except KapalError:
+                        continue
+                self._cache_sources = sources
+            return self._cache_sources
+
+    def from_cache_sources(
+        self, parent: State, created_by: str
+    ) -> tuple[LayerRef | None, dict[str, Any]] | None:
+        """A step of a ``--cache-from`` image that continues *parent* with *created_by*, as dockerd's
+        image cache matches one: the parent's history and layers are the image's first ones, and
+        the image's next history entry was made by the same command. Returns (layer, history entry)."""
+        if not self.options.cache_from:
+            return None
+        history = parent.config.get("history") or []
+        depth = len(parent.layers)
+        for source in self.cache_sources():
+            theirs = source.config.get("history") or []
+            if len(theirs) <= len(history):
+                continue
+            if [h.get("created_by") for h in theirs[: len(history)]] != [
+                h.get("created_by") for h in history
+            ]:
+                continue
+            if [layer.diff_id for layer in source.layers[:depth]] != [
+                layer.diff_id for layer in parent.layers
+            ]:
+                continue
+            entry = theirs[len(history)]
+            if entry.get("created_by") != created_by:
+                continue
+            if entry.get("empty_layer"):
+                return None, entry
+            if len(source.layers) <= depth:
+                continue
+            return source.layers[depth], entry
+        return None
+
     # -- images -----------------------------------------------------------------------------
 
     def image_state(self, name: str, platform: str | None) -> State:
@@ -385,7 +434,9 @@ class Build:
             except NotFound:
                 image = None
         if image is None:
-            image = self.service.pull(name, platform or self.options.platform or None, self.output)
+            image = self.service.pull(
+                name, platform or self.options.platform or None, self.options, self.output
+            )
         return self.state_of_image(image)
 
     def state_of_image(self, image: Image) -> State:
@@ -528,22 +579,37 @@ class StageBuilder:
         return _rfc3339(epoch if epoch is not None else time.time())
 
     def new_state(
-        self, config: dict[str, Any], created_by: str, layer: LayerRef | None, author: str | None = None
+        self,
+        config: dict[str, Any],
+        created_by: str,
+        layer: LayerRef | None,
+        author: str | None = None,
+        history: dict[str, Any] | None = None,
     ) -> State:
+        """The state after a step: *config*, one more history entry, and the step's layer if any.
+
+        *history* is the entry of a ``--cache-from`` image whose step this one reuses.
+        """
         assert self.state is not None
         whole = copy.deepcopy(self.state.config)
         whole["config"] = config
-        created = self.now()
+        if author:
+            whole["author"] = author
+        if history is not None:
+            entry = dict(history)
+            created = str(entry.get("created") or self.now())
+        else:
+            created = self.now()
+            entry = {"created": created, "created_by": created_by}
+            if whole.get("author"):
+                entry["author"] = whole["author"]
+            if layer is None:
+                entry["empty_layer"] = True
         whole["created"] = created
-        entry: dict[str, Any] = {"created": created, "created_by": created_by}
-        if author or whole.get("author"):
-            entry["author"] = author or whole.get("author")
         layers = list(self.state.layers)
         rootfs = whole.setdefault("rootfs", {"type": "layers", "diff_ids": []})
         rootfs["diff_ids"] = list(rootfs.get("diff_ids") or [])
-        if layer is None:
-            entry["empty_layer"] = True
-        else:
+        if layer is not None:
             layers.append(layer)
             rootfs["diff_ids"].append(layer.diff_id)
         whole["history"] = [*(whole.get("history") or []), entry]
@@ -626,8 +692,16 @@ class StageBuilder:
             raise InvalidArgument(f"unknown instruction: {keyword}")
         handler(expanded)
 
-    def cached_step(self, key_parts: list[Any], execute: Callable[[], State]) -> None:
-        """Look the step up in the cache, else execute it and remember the result."""
+    def cached_step(
+        self,
+        key_parts: list[Any],
+        execute: Callable[[], State],
+        created_by: str,
+        config_after: Callable[[], dict[str, Any]],
+        author: str | None = None,
+    ) -> None:
+        """Look the step up in the cache (or the ``--cache-from`` images), else execute it and
+        remember the result. *config_after* is the run config the step leaves (for a reused step)."""
         assert self.state is not None
         options = self.build.options
         epoch = self.build.source_date_epoch
@@ -645,6 +719,13 @@ class StageBuilder:
                 self.state = State.of(record.config, record.layers)
                 self.out(" ---> Using cache\n")
                 return
+            reused = self.build.from_cache_sources(self.state, created_by)
+            if reused is not None:
+                layer, entry = reused
+                self.state = self.new_state(config_after(), created_by, layer, author, history=entry)
+                self.build.cache.put(key, self.state.config, self.state.layers, layer.size if layer else 0)
+                self.out(" ---> Using cache\n")
+                return
         self.cached = False
         state = execute()
         added = state.layers[-1] if len(state.layers) > len(self.state.layers) else None
@@ -660,12 +741,17 @@ class StageBuilder:
         """A step that only changes the config: ``#(nop)`` in history, no layer."""
         created_by = f"/bin/sh -c #(nop)  {command_text(command, resolved)}"
 
-        def execute() -> State:
+        def config_after() -> dict[str, Any]:
             config = copy.deepcopy(self.config)
             change(config)
-            return self.new_state(config, created_by, None)
+            return config
 
-        self.cached_step([command.keyword, created_by, command_repr(command)], execute)
+        def execute() -> State:
+            return self.new_state(config_after(), created_by, None)
+
+        self.cached_step(
+            [command.keyword, created_by, command_repr(command)], execute, created_by, config_after
+        )
 
     # metadata instructions
 
@@ -687,18 +773,15 @@ class StageBuilder:
         self.metadata(command, change)
 
     def do_maintainer(self, command: ins.Maintainer) -> None:
-        def change(config: dict[str, Any]) -> None:
-            pass
-
-        assert self.state is not None
         created_by = f"/bin/sh -c #(nop)  MAINTAINER {command.name}"
 
-        def execute() -> State:
-            state = self.new_state(copy.deepcopy(self.config), created_by, None, command.name)
-            state.config["author"] = command.name
-            return State.of(state.config, state.layers)
+        def config_after() -> dict[str, Any]:
+            return copy.deepcopy(self.config)
 
-        self.cached_step(["MAINTAINER", created_by], execute)
+        def execute() -> State:
+            return self.new_state(config_after(), created_by, None, command.name)
+
+        self.cached_step(["MAINTAINER", created_by], execute, created_by, config_after, command.name)
 
     def do_expose(self, command: ins.Expose) -> None:
         ports = expand_ports(command.ports)
@@ -804,10 +887,13 @@ class StageBuilder:
         text = " ".join(f"{d.name}={d.default}" if d.default is not None else d.name for d in command.args)
         created_by = f"/bin/sh -c #(nop)  ARG {text}"
 
-        def execute() -> State:
-            return self.new_state(copy.deepcopy(self.config), created_by, None)
+        def config_after() -> dict[str, Any]:
+            return copy.deepcopy(self.config)
 
-        self.cached_step(["ARG", created_by], execute)
+        def execute() -> State:
+            return self.new_state(config_after(), created_by, None)
+
+        self.cached_step(["ARG", created_by], execute, created_by, config_after)
 
     # filesystem instructions
 
@@ -820,10 +906,14 @@ class StageBuilder:
             path = path[1:]
         created_by = f"/bin/sh -c #(nop) WORKDIR {path}"
 
-        def execute() -> State:
-            assert self.state is not None
+        def config_after() -> dict[str, Any]:
             config = copy.deepcopy(self.config)
             config["WorkingDir"] = path
+            return config
+
+        def execute() -> State:
+            assert self.state is not None
+            config = config_after()
             snapshot = self.build.snapshot(self.state, "workdir")
             try:
                 root = str(snapshot.mount())
@@ -836,7 +926,7 @@ class StageBuilder:
                 raise
             return self.new_state(config, created_by, layer)
 
-        self.cached_step(["WORKDIR", path], execute)
+        self.cached_step(["WORKDIR", path], execute, created_by, config_after)
 
     def do_run(self, command: ins.Run) -> None:
         shell = self.shell()
@@ -897,7 +987,12 @@ class StageBuilder:
                 raise
             return self.new_state(config, created_by, layer)
 
-        self.cached_step(["RUN", args, build_args, network, mounts], execute)
+        self.cached_step(
+            ["RUN", args, build_args, network, mounts],
+            execute,
+            created_by,
+            lambda: copy.deepcopy(self.config),
+        )
 
     def run_output(self, chunk: bytes) -> None:
         self.out(chunk.decode("utf-8", "replace"))
@@ -1095,7 +1190,7 @@ class StageBuilder:
             return self.new_state(copy.deepcopy(self.config), created_by, layer)
 
         try:
-            self.cached_step(parts, execute)
+            self.cached_step(parts, execute, created_by, lambda: copy.deepcopy(self.config))
         finally:
             for _, path in downloads:
                 shutil.rmtree(path, ignore_errors=True)

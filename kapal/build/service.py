@@ -9,6 +9,7 @@ left.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
@@ -53,6 +54,7 @@ class BuildService:
             _remove_tree(stale)
         (self.root / "builds").mkdir(exist_ok=True)
         self.cache: BuildCache = engine.build_cache
+        self.loop: asyncio.AbstractEventLoop | None = None  # the daemon's, for pulls
 
     # -- what the builder asks of the engine ------------------------------------------------
 
@@ -85,16 +87,36 @@ class BuildService:
         directory.mkdir(exist_ok=True)
         return directory
 
-    def pull(self, name: str, platform: str | None, output: StageOutput) -> Image:
-        """An image the build needs and does not have: through the engine's pull service, if any."""
-        pull = getattr(self.engine, "pull_image", None)
-        if pull is None:
-            ref = reference.parse(name)
+    def pull(self, name: str, platform: str | None, options: BuildOptions, output: StageOutput) -> Image:
+        """An image the build needs and does not have, through the engine's registry client.
+
+        The pull runs on the daemon's event loop (where the registry sessions live); its
+        progress messages go into the build's stream, as dockerd's legacy builder shows them.
+        """
+        ref = reference.parse(name)
+        distribution = getattr(type(self.engine), "distribution", None)
+        if distribution is None or self.loop is None:
             raise NotFound(
                 f"pull access denied for {ref.familiar_repository}, repository does not exist or may require "
                 "'docker login'"
             )
-        return pull(name, platform)
+        from kapal.distribution.credentials import auth_key, decode_config_header
+
+        credentials = decode_config_header(options.registry_config)
+        chosen = credentials.get(auth_key(ref.domain))
+        if chosen is None:
+            from kapal.distribution.credentials import Credentials
+
+            chosen = Credentials()
+
+        def emit(message: dict[str, Any]) -> None:
+            output.direct(message)
+
+        future = asyncio.run_coroutine_threadsafe(
+            self.engine.distribution.pull(str(ref), "", chosen, emit, platform), self.loop
+        )
+        future.result()
+        return self.engine.images.get(str(ref))
 
     # -- a build ----------------------------------------------------------------------------
 

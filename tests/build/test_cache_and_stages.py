@@ -238,3 +238,20 @@ def _single(name: str, data: bytes) -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return body.getvalue()
+
+
+def test_cache_from_an_image_loaded_elsewhere(daemon: Daemon, busybox: str, scratch: Path) -> None:
+    context = write_context(scratch / "ctx", {"Dockerfile": CACHED_DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"})
+    original, _ = build(daemon, context, "-t", "source:1")
+    archive = scratch / "source.tar"
+    daemon.kapal("save", "-o", str(archive), "source:1")
+    daemon.kapal("rmi", "source:1")
+    daemon.kapal("builder", "prune", "-f")
+    daemon.kapal("load", "-i", str(archive))
+    # the local cache is gone: only the loaded image can make the steps cached
+    rebuilt, log = build(daemon, context, "--cache-from", "source:1")
+    assert steps_cached(log) == (6, 6)
+    assert rebuilt == original
+    daemon.kapal("builder", "prune", "-f")
+    _, log = build(daemon, context)
+    assert steps_cached(log) == (6, 0)

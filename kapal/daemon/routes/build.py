@@ -64,8 +64,10 @@ async def build(request: web.Request) -> web.StreamResponse:
     options = build_options(request)
     if request.query.get("version") == "2":
         raise NotImplementedYet("BuildKit (version=2) is not supported: build with DOCKER_BUILDKIT=0")
+    options.registry_config = request.headers.get("X-Registry-Config", "")
     body = body_reader(request)
     service = engine.builder
+    service.loop = asyncio.get_running_loop()
     prepared = await asyncio.to_thread(service.prepare, body, options)
 
     def work(emit: Any) -> str:
