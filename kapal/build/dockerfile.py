@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kapal.build.instructions import (
     Arg,
@@ -42,13 +41,20 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
-from kapal.build.shell import ShellError, ShellLex, go_is_space
+from kapal.build.shell import GO_SPACES, ShellError, ShellLex, go_is_space, go_quote
 from kapal.errors import InvalidArgument
 
 __all__ = ["DockerfileParseError", "parse_dockerfile", "parse_instruction", "parse_mount"]
 
 _MAX_LINE = 64 * 1024  # bufio.Scanner's token limit, which Docker's parser inherits
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_LEADING_SPACES = re.compile(f"[{GO_SPACES}]*")
+_GO_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
+# A flag word with nothing to unquote or unescape, per escape character.
+_PLAIN_FLAG = {
+    escape: re.compile(f"--[^{GO_SPACES}'\"{re.escape(escape)}]*(?=[{GO_SPACES}]|\\Z)")
+    for escape in ("\\", "`")
+}
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
@@ -60,10 +66,10 @@ _CONTINUATION = {
     "`": re.compile(r"([^`])`[ \t]*\Z|^`[ \t]*\Z"),
 }
 _VALID_DIRECTIVES = ("syntax", "escape", "check")
-_INSTRUCTIONS = (
-    "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL "
-    "STOPSIGNAL USER VOLUME WORKDIR"
-).split()
+_INSTRUCTIONS = [
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+]  # fmt: skip
 _HEREDOC_INSTRUCTIONS = ("add", "copy", "run")
 
 
@@ -86,25 +92,39 @@ class _Problem(Exception):
 # phase 1: lines → nodes (buildkit frontend/dockerfile/parser)
 
 
-@dataclass
 class _RawHeredoc:
-    name: str
-    expand: bool
-    chomp: bool
-    content: str = ""
+    __slots__ = ("name", "expand", "chomp", "content")
+
+    def __init__(self, name: str, expand: bool, chomp: bool) -> None:
+        self.name = name
+        self.expand = expand
+        self.chomp = chomp
+        self.content = ""
 
 
-@dataclass
 class _Node:
-    keyword: str  # as written
-    flags: list[str]
-    args: list[str]
-    json: bool
-    original: str
-    child: _Node | None = None  # ONBUILD's instruction
-    heredocs: list[_RawHeredoc] = field(default_factory=list)
-    start: int = 0
-    end: int = 0
+    """One instruction as the line parser sees it (buildkit's parser.Node, flattened)."""
+
+    __slots__ = ("keyword", "flags", "args", "json", "original", "child", "heredocs", "start", "end")
+
+    def __init__(
+        self,
+        keyword: str,
+        flags: list[str],
+        args: list[str],
+        is_json: bool,
+        original: str,
+        child: _Node | None,
+    ) -> None:
+        self.keyword = keyword  # as written
+        self.flags = flags
+        self.args = args
+        self.json = is_json
+        self.original = original
+        self.child = child  # ONBUILD's instruction
+        self.heredocs: list[_RawHeredoc] = []
+        self.start = 0
+        self.end = 0
 
     def can_contain_heredoc(self) -> bool:
         node = self.child if self.keyword.lower() == "onbuild" and self.child is not None else self
@@ -125,7 +145,7 @@ class _LineParser:
         if not line.startswith("#"):
             self.directives_done = True
             return
-        match = _DIRECTIVE.match(line[1:].lstrip())
+        match = _DIRECTIVE.match(line[1:].lstrip(GO_SPACES))
         if match is None or match.group(1).lower() not in _VALID_DIRECTIVES:
             self.directives_done = True
             return
@@ -151,14 +171,14 @@ class _LineParser:
     # -- one instruction's text → node
 
     def node_from_line(self, line: str) -> _Node:
-        stripped = line.strip()
+        stripped = line.strip(GO_SPACES)
         parts = _WHITESPACE.split(stripped, maxsplit=1)
         keyword = parts[0]
         flags: list[str] = []
         rest = ""
         if len(parts) == 2:
             rest, flags = self.extract_flags(parts[1])
-            rest = rest.strip()
+            rest = rest.strip(GO_SPACES)
         kind = _LINE_KINDS.get(keyword.lower(), "ignore")
         child = None
         is_json = False
@@ -172,7 +192,7 @@ class _LineParser:
         elif kind == "words":
             args = self.parse_words(rest)
         elif kind == "keyvalue":
-            args = self.parse_name_value(rest, keyword.upper() if keyword.lower() == "env" else "LABEL")
+            args = self.parse_name_value(rest, "ENV" if keyword.lower() == "env" else "LABEL")
         elif kind == "whitespace":
             args = _WHITESPACE.split(rest) if rest else []
         elif kind == "string":
@@ -203,50 +223,44 @@ class _LineParser:
         """Leading `--name[=value]` words (quotes and escapes removed), and the rest of the line."""
         words: list[str] = []
         escape = self.escape
+        plain = _PLAIN_FLAG[escape]
         pos = 0
         n = len(line)
         while True:
-            while pos < n and go_is_space(line[pos]):
-                pos += 1
+            pos = _LEADING_SPACES.match(line, pos).end()  # type: ignore[union-attr]
             if pos == n:
                 return "", words
             if not line.startswith("--", pos):
                 return line[pos:], words
+            simple = plain.match(line, pos)
+            if simple is not None and simple.end() - pos > 2:
+                words.append(simple.group())
+                pos = simple.end()
+                continue
             word: list[str] = []
             blank_ok = False
             quote = ""
             while pos < n:
                 ch = line[pos]
-                if quote:
-                    if ch == quote:
-                        quote = ""
-                        pos += 1
-                        continue
-                    if ch == escape:
-                        if pos + 1 == n:
-                            quote = ""
-                            pos += 1
-                            continue
-                        pos += 1
-                        ch = line[pos]
-                    word.append(ch)
-                    pos += 1
-                    continue
-                if go_is_space(ch):
-                    break
-                if ch in ("'", '"'):
-                    quote = ch
-                    blank_ok = True
-                    pos += 1
-                    continue
-                if ch == escape:
-                    if pos + 1 == n:
-                        pos += 1
-                        continue
-                    pos += 1
-                    ch = line[pos]
-                word.append(ch)
                 pos += 1
+                if quote and ch == quote:
+                    quote = ""
+                    continue
+                if not quote:
+                    if go_is_space(ch):
+                        pos -= 1
+                        break
+                    if ch in ("'", '"'):
+                        quote = ch
+                        blank_ok = True
+                        continue
+                if ch == escape:  # escapes the next character, in quotes too; dropped at the end
+                    if pos == n:
+                        quote = ""
+                        continue
+                    ch = line[pos]
+                    pos += 1
+                word.append(ch)
             text = "".join(word)
             if text == "--":
                 if pos == n:
@@ -259,8 +273,10 @@ class _LineParser:
 
     def parse_words(self, rest: str) -> list[str]:
         """Split on unquoted whitespace, keeping quotes and escapes (ENV/LABEL/ARG words)."""
-        words: list[str] = []
         escape = self.escape
+        if "'" not in rest and '"' not in rest and escape not in rest:
+            return [word for word in _GO_SPACE_RUN.split(rest) if word]
+        words: list[str] = []
         word: list[str] = []
         in_word = False
         blank_ok = False
@@ -327,7 +343,7 @@ class _LineParser:
             key, sep, value = word.partition("=")
             if not sep:
                 raise _Problem(
-                    f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value"
+                    f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value"
                 )
             out += [key, value, "="]
         return out
@@ -360,12 +376,13 @@ def _reject_constant(name: str) -> object:
 
 
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _json_array(rest: str) -> list[str] | None:
     """The exec form's array, None when `rest` is not JSON (then it is shell form).
     A JSON array of anything but strings is an error, as in Docker."""
-    rest = rest.lstrip()
+    rest = rest.lstrip(GO_SPACES)
     if not rest.startswith("["):
         return None
     try:
@@ -376,6 +393,8 @@ def _json_array(rest: str) -> list[str] | None:
         return None
     if not all(isinstance(item, str) for item in value):
         raise _Problem("when using JSON array syntax, arrays must be comprised of strings only")
+    if "\\u" in rest:  # Go decodes a lone surrogate escape to U+FFFD; Python would keep it
+        value = [_LONE_SURROGATE.sub("\ufffd", item) for item in value]
     return value
 
 
@@ -434,15 +453,19 @@ def _split_lines(text: str) -> list[str]:
 
 
 def _is_comment(line: str) -> bool:
-    return line.lstrip()[:1] == "#"
+    return line.lstrip(GO_SPACES)[:1] == "#"
 
 
-@dataclass
 class _Parsed:
-    nodes: list[_Node]
-    escape: str
-    directives: dict[str, str]
-    warnings: list[str]
+    __slots__ = ("nodes", "escape", "directives", "warnings")
+
+    def __init__(
+        self, nodes: list[_Node], escape: str, directives: dict[str, str], warnings: list[str]
+    ) -> None:
+        self.nodes = nodes
+        self.escape = escape
+        self.directives = directives
+        self.warnings = warnings
 
 
 def _parse_nodes(text: str) -> _Parsed:
@@ -461,7 +484,7 @@ def _parse_nodes(text: str) -> _Parsed:
         index += 1
         if len(raw) > _MAX_LINE and len(raw.encode("utf-8", "surrogatepass")) > _MAX_LINE:
             raise _Located(_Problem("dockerfile line greater than max allowed size of 65535"), current + 1)
-        token = raw.rstrip("\r\n").lstrip()
+        token = raw.rstrip("\r\n").lstrip(GO_SPACES)
         try:
             parser.possible_directive(token)
         except _Problem as problem:
@@ -484,7 +507,7 @@ def _parse_nodes(text: str) -> _Parsed:
             if _is_comment(raw):
                 continue
             token = raw.rstrip("\r\n")
-            if not token.lstrip():
+            if not token.lstrip(GO_SPACES):
                 empty_continuation = True
                 continue
             token, at_end = parser.trim_continuation(token)
@@ -625,20 +648,12 @@ def _suggest(message: str, value: str, options: list[str], case_sensitive: bool)
     return f"{message} (did you mean {best}?)"
 
 
-def _go_quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _at_least_one(keyword: str) -> _Problem:
     return _Problem(f"{keyword} requires at least one argument")
 
 
-def _exactly_one(keyword: str) -> _Problem:
-    return _Problem(f"{keyword} requires exactly one argument")
-
-
 def _base(node: _Node) -> dict[str, object]:
-    return {"keyword": node.keyword.upper(), "line": node.start, "original": node.original.strip()}
+    return {"keyword": node.keyword.upper(), "line": node.start, "original": node.original.strip(GO_SPACES)}
 
 
 def _command_args(node: _Node) -> list[str]:
@@ -678,7 +693,7 @@ def _parse_from(node: _Node) -> From:
         stage_name = args[2].lower()
         if not _STAGE_NAME.match(stage_name):
             raise _Problem(
-                f"invalid name for build stage: {_go_quote(args[2])}, "
+                f"invalid name for build stage: {go_quote(args[2])}, "
                 "name can't start with a number or contain symbols"
             )
     elif len(args) != 1:
@@ -701,11 +716,16 @@ def _parse_label(node: _Node) -> Label:
     return Label(**_base(node), pairs=_key_values(node, "LABEL"))
 
 
-def _parse_maintainer(node: _Node) -> Maintainer:
+def _single_argument(node: _Node) -> str:
+    """MAINTAINER, WORKDIR, USER: the rest of the line is the one argument; no flags."""
     if len(node.args) != 1:
-        raise _exactly_one("MAINTAINER")
+        raise _Problem(f"{node.keyword.upper()} requires exactly one argument")
     _Flags(node.flags).parse()
-    return Maintainer(**_base(node), name=node.args[0])
+    return node.args[0]
+
+
+def _parse_maintainer(node: _Node) -> Maintainer:
+    return Maintainer(**_base(node), name=_single_argument(node))
 
 
 def _parse_copy(node: _Node) -> Copy:
@@ -770,7 +790,7 @@ def _parse_onbuild(node: _Node) -> Onbuild:
     if not node.args:
         raise _at_least_one("ONBUILD")
     _Flags(node.flags).parse()
-    trigger = node.args[0].strip().upper()
+    trigger = node.args[0].strip(GO_SPACES).upper()
     if trigger == "ONBUILD":
         raise _Problem("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if trigger in ("MAINTAINER", "FROM"):
@@ -782,10 +802,7 @@ def _parse_onbuild(node: _Node) -> Onbuild:
 
 
 def _parse_workdir(node: _Node) -> Workdir:
-    if len(node.args) != 1:
-        raise _exactly_one("WORKDIR")
-    _Flags(node.flags).parse()
-    return Workdir(**_base(node), path=node.args[0])
+    return Workdir(**_base(node), path=_single_argument(node))
 
 
 def _parse_run(node: _Node) -> Run:
@@ -797,10 +814,10 @@ def _parse_run(node: _Node) -> Run:
     mounts = [_parse_mount(spec) for spec in specs]
     network = flags.values.get("network") if "network" in flags.used else None
     if network is not None and network not in ("default", "none", "host"):
-        raise _Problem(f"invalid network mode {_go_quote(network)}")
+        raise _Problem(f"invalid network mode {go_quote(network)}")
     security = flags.values.get("security") if "security" in flags.used else None
     if security is not None and security not in ("sandbox", "insecure"):
-        raise _Problem(f"security {_go_quote(security)} is not valid")
+        raise _Problem(f"security {go_quote(security)} is not valid")
     return Run(
         **_base(node),
         args=_command_args(node),
@@ -836,7 +853,7 @@ def _interval(flags: _Flags, name: str) -> int | None:
     if duration == 0:
         return 0
     if duration < 1_000_000:
-        raise _Problem(f"Interval {_go_quote(name)} cannot be less than 1ms")
+        raise _Problem(f"Interval {go_quote(name)} cannot be less than 1ms")
     return duration
 
 
@@ -853,7 +870,7 @@ def _parse_healthcheck(node: _Node) -> Healthcheck:
     flags.declare("string", "interval", "timeout", "start-period", "start-interval", "retries")
     flags.parse()
     if kind != "CMD":
-        raise _Problem(f"Unknown type {_go_quote(kind)} in HEALTHCHECK (try CMD)")
+        raise _Problem(f"Unknown type {go_quote(kind)} in HEALTHCHECK (try CMD)")
     command = list(rest) if node.json else ([" ".join(rest)] if rest else [])
     if not command:
         raise _Problem("Missing command after HEALTHCHECK CMD")
@@ -866,10 +883,10 @@ def _parse_healthcheck(node: _Node) -> Healthcheck:
     text = flags.values.get("retries", "")
     if text:
         if not _DECIMAL.match(text):
-            raise _Problem(f"strconv.ParseInt: parsing {_go_quote(text)}: invalid syntax")
+            raise _Problem(f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax")
         retries = int(text)
         if not -(1 << 31) <= retries < (1 << 31):
-            raise _Problem(f"strconv.ParseInt: parsing {_go_quote(text)}: value out of range")
+            raise _Problem(f"strconv.ParseInt: parsing {go_quote(text)}: value out of range")
         if retries < 0:
             raise _Problem(f"--retries cannot be negative ({retries})")
     return Healthcheck(
@@ -891,10 +908,7 @@ def _parse_expose(node: _Node) -> Expose:
 
 
 def _parse_user(node: _Node) -> User:
-    if len(node.args) != 1:
-        raise _exactly_one("USER")
-    _Flags(node.flags).parse()
-    return User(**_base(node), user=node.args[0])
+    return User(**_base(node), user=_single_argument(node))
 
 
 def _parse_volume(node: _Node) -> Volume:
@@ -903,7 +917,7 @@ def _parse_volume(node: _Node) -> Volume:
     _Flags(node.flags).parse()
     paths = []
     for path in node.args:
-        path = path.strip()
+        path = path.strip(GO_SPACES)
         if not path:
             raise _Problem("VOLUME specified can not be an empty string")
         paths.append(path)
@@ -912,7 +926,7 @@ def _parse_volume(node: _Node) -> Volume:
 
 def _parse_stopsignal(node: _Node) -> StopSignal:
     if len(node.args) != 1:
-        raise _exactly_one("STOPSIGNAL")
+        raise _Problem("STOPSIGNAL requires exactly one argument")
     return StopSignal(**_base(node), signal=node.args[0])  # Docker does not check its flags
 
 
@@ -1009,6 +1023,9 @@ def _go_bool(value: str) -> bool | None:
 
 
 def _mount_fields(spec: str) -> list[str]:
+    """The comma-separated fields, read as CSV (so `"source=a,b"` is one field)."""
+    if '"' not in spec:
+        return spec.split(",") if spec else []
     import csv
 
     try:
@@ -1068,7 +1085,7 @@ def _parse_mount(spec: str, expand_word: Callable[[str], str] | None = None) -> 
             lowered = value.lower()
             if lowered not in _MOUNT_TYPES:
                 raise _Problem(
-                    _suggest(f"unsupported mount type {_go_quote(value)}", value, sorted(_MOUNT_TYPES), True)
+                    _suggest(f"unsupported mount type {go_quote(value)}", value, sorted(_MOUNT_TYPES), True)
                 )
             mount_type = lowered
         elif canonical in ("readonly", "readwrite"):
@@ -1099,7 +1116,7 @@ def _parse_mount(spec: str, expand_word: Callable[[str], str] | None = None) -> 
             if lowered not in ("shared", "private", "locked"):
                 raise _Problem(
                     _suggest(
-                        f"unsupported sharing value {_go_quote(value)}",
+                        f"unsupported sharing value {go_quote(value)}",
                         value,
                         ["locked", "private", "shared"],
                         True,

@@ -3,8 +3,13 @@
 The rules are moby/patternmatcher's (and its ignorefile reader), which both the docker CLI and
 BuildKit use: patterns are cleaned like Go's `filepath.Clean`, a leading `/` is dropped, `!`
 re-includes, the last matching pattern wins, `**` crosses directories, and a pattern that matches
-a directory also matches everything under it. Each pattern is compiled once; matching a path is a
-dict-free loop over them, and `can_skip_dir` lets a context walker prune whole directories.
+a directory also matches everything under it. Each pattern is compiled once, and `can_skip_dir`
+lets a context walker prune whole directories.
+
+Two ways of asking, as in Docker: `matches` (MatchesOrParentMatches, one path on its own, what the
+daemon uses) and `matches_using_parent` (MatchesUsingParentResults, fed the parent directory's
+answer, what the docker CLI's context tar and BuildKit use while walking). They differ in rare
+orderings such as `src/*.go` then `!src`: walkers should use the second.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+from kapal.build.shell import GO_SPACES
 from kapal.errors import InvalidArgument
 from kapal.gopath import clean
 
@@ -36,12 +42,12 @@ def read_ignore_patterns(text: str | bytes) -> list[str]:
         line = line.removesuffix("\r")
         if line.startswith("#"):
             continue
-        pattern = line.strip()
+        pattern = line.strip(GO_SPACES)
         if not pattern:
             continue
         invert = pattern.startswith("!")
         if invert:
-            pattern = pattern[1:].strip()
+            pattern = pattern[1:].strip(GO_SPACES)
         if pattern:
             pattern = clean(pattern)
             if len(pattern) > 1 and pattern.startswith("/"):
@@ -94,13 +100,34 @@ def _check_syntax(pattern: str) -> None:
 
 
 class _Pattern:
-    __slots__ = ("text", "exclusion", "kind", "regex", "dirs")
+    __slots__ = ("text", "exclusion", "kind", "regex", "dirs", "lineage")
 
     def __init__(self, text: str, exclusion: bool) -> None:
         self.text = text
         self.exclusion = exclusion
         self.dirs = text.count("/") + 1
         self.kind, self.regex = _compile(text)
+        # One regex for "the path or one of its parent directories matches": a match from the
+        # start that ends where a path component ends.
+        self.lineage: re.Pattern[str] | None = None
+        if self.kind == _SUFFIX:
+            suffix = text[2:]
+            alternatives = "(?s:.*)" + re.escape(suffix)
+            if suffix[:1] == "/":
+                alternatives += "|" + re.escape(suffix[1:])
+            self.lineage = re.compile(f"(?:{alternatives})(?=/|\\Z)")
+        elif self.regex is not None:
+            self.lineage = re.compile(f"(?:{self.regex.pattern})(?=/|\\Z)", re.ASCII)
+
+    def match_or_parent(self, path: str) -> bool:
+        """match() on the path or any of its parent directories."""
+        kind = self.kind
+        if kind == _EXACT:
+            text = self.text
+            return path == text or (path.startswith(text) and path[len(text) : len(text) + 1] == "/")
+        if kind == _PREFIX:
+            return path.startswith(self.text[:-2])
+        return self.lineage.match(path) is not None  # type: ignore[union-attr]
 
     def match(self, path: str) -> bool:
         kind = self.kind
@@ -179,7 +206,7 @@ class IgnoreMatcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: list[_Pattern] = []
         for text in patterns:
-            text = text.strip()
+            text = text.strip(GO_SPACES)
             if not text:
                 continue
             text = clean(text)
@@ -201,15 +228,11 @@ class IgnoreMatcher:
         path = clean(path)
         if path == "." or not self.patterns:
             return False
-        parents = _parents(path)
         matched = False
         for pattern in self.patterns:
             if pattern.exclusion != matched:
                 continue
-            hit = pattern.match(path)
-            if not hit:
-                hit = any(pattern.match(parent) for parent in parents)
-            if hit:
+            if pattern.match_or_parent(path):
                 matched = not pattern.exclusion
         return matched
 
@@ -218,40 +241,31 @@ class IgnoreMatcher:
         when asking about its entries, so each pattern is tried once per path."""
         matched = False
         info = [False] * len(self.patterns)
-        parents: list[str] | None = None
         for i, pattern in enumerate(self.patterns):
             hit = parent[i] if parent else False
             if not hit:
                 if pattern.exclusion != matched:
                     continue
-                hit = pattern.match(path)
-                if not hit and not parent:
-                    if parents is None:
-                        parents = _parents(path)
-                    hit = any(pattern.match(p) for p in parents)
+                hit = pattern.match(path) if parent else pattern.match_or_parent(path)
             info[i] = hit
             if hit:
                 matched = not pattern.exclusion
         return matched, info
 
-    def can_skip_dir(self, path: str) -> bool:
+    def can_skip_dir(self, path: str, ignored: bool | None = None) -> bool:
         """True when `path` (a directory) is ignored and nothing under it can be re-included by
-        a `!` pattern, so a walker need not descend into it."""
+        a `!` pattern, so a walker need not descend into it. A walker using
+        `matches_using_parent` passes its own answer for the directory as `ignored`."""
         path = clean(path)
-        if not self.matches(path):
+        if not (self.matches(path) if ignored is None else ignored):
             return False
         if not self.has_exclusions:
             return True
+        # If no `!` pattern can match a path below the directory, every path below is ignored
+        # too (it matches at least the inclusions the directory matches, and the same exclusions),
+        # whether matched with `matches` or walked with `matches_using_parent`.
         prefix = path + "/"
-        lineage = [*_parents(path), path]
-        for pattern in self.patterns:
-            if not pattern.exclusion:
-                continue
-            if any(pattern.match(p) for p in lineage):
-                continue  # it applies to the directory itself, hence equally to everything below
-            if _may_match_below(pattern, prefix):
-                return False
-        return True
+        return not any(p.exclusion and _may_match_below(p, prefix) for p in self.patterns)
 
     def legacy_matches(self, path: str) -> bool:
         """patternmatcher.Matches (deprecated there; only the parent at the pattern's depth is
@@ -271,11 +285,6 @@ class IgnoreMatcher:
             if hit:
                 matched = not pattern.exclusion
         return matched
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _may_match_below(pattern: _Pattern, prefix: str) -> bool:

@@ -15,19 +15,22 @@ from collections.abc import Mapping
 
 from kapal.errors import InvalidArgument
 
-__all__ = ["ShellLex", "ShellError", "words_used", "go_is_space"]
+__all__ = ["GO_SPACES", "ShellLex", "ShellError", "go_is_space", "go_quote", "words_used"]
 
-_LATIN1_SPACES = frozenset("\t\n\v\f\r \x85\xa0")
+#: Go's unicode.IsSpace characters (Python's `str.isspace` also counts \x1c-\x1f): for
+#: `str.strip(GO_SPACES)` as Go's strings.TrimSpace, and usable inside a regex character class.
+GO_SPACES = (
+    "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+_GO_SPACE_SET = frozenset(GO_SPACES)
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 # Characters that start something the lexer must look at; a word without any is returned as is.
 _PLAIN_WORD = re.compile(r"[^$'\"<\\`]*\Z")
 
 
 def go_is_space(ch: str) -> bool:
-    """Go's `unicode.IsSpace` (Python's `str.isspace` also counts \\x1c-\\x1f)."""
-    if ch < "\u0100":
-        return ch in _LATIN1_SPACES
-    return ch.isspace()
+    """Go's `unicode.IsSpace`."""
+    return ch in _GO_SPACE_SET
 
 
 class ShellError(InvalidArgument):
@@ -159,6 +162,15 @@ class _Expansion:
             raise ShellError(f"unexpected end of statement while looking for matching {stop}")
         return "".join(result), words.result()
 
+    def read_until(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        """One part of `${…}` up to `stop`; `missing` is the error when the word ends first."""
+        try:
+            return self.process_stop_on(stop, raw_escapes)[0]
+        except ShellError:
+            if not self.peek():
+                raise ShellError(missing) from None
+            raise
+
     def process_single_quote(self) -> str:
         # Everything up to the next ' is literal; a ' cannot be escaped inside.
         raw = self.lex.raw_quotes
@@ -269,12 +281,7 @@ class _Expansion:
             pattern_mode = ch in ("#", "%") and ch != ""
             if null_is_unset and pattern_mode:
                 raise ShellError(f"unsupported modifier ({modifier}) in substitution")
-            try:
-                word, _ = self.process_stop_on("}", pattern_mode)
-            except ShellError:
-                if not self.peek():
-                    raise ShellError("syntax error: missing '}'") from None
-                raise
+            word = self.read_until("}", pattern_mode, "syntax error: missing '}'")
             value, found = self.get_env(name)
             if skip_unset and not found:
                 return "${" + name + modifier + word + "}"
@@ -301,18 +308,8 @@ class _Expansion:
             replace_all = self.peek() == "/"
             if replace_all:
                 self.pos += 1
-            try:
-                pattern, _ = self.process_stop_on("/", True)
-            except ShellError:
-                if not self.peek():
-                    raise ShellError("syntax error: missing '/' in ${}") from None
-                raise
-            try:
-                replacement, _ = self.process_stop_on("}", True)
-            except ShellError:
-                if not self.peek():
-                    raise ShellError("syntax error: missing '}'") from None
-                raise
+            pattern = self.read_until("/", True, "syntax error: missing '/' in ${}")
+            replacement = self.read_until("}", True, "syntax error: missing '}'")
             value, found = self.get_env(name)
             if skip_unset and not found:
                 return "${" + name + "/" + pattern + "/" + replacement + "}"
@@ -356,18 +353,20 @@ class ShellLex:
     def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str], set[str]]:
         """The expansion, the variable names found in `env`, and those referenced but unset."""
         expansion = _Expansion(self, word, env)
-        try:
-            result, _ = expansion.process_stop_on("", self.raw_escapes)
-        except ShellError as error:
-            raise ShellError(f"failed to process {_go_quote(word)}: {error}") from None
+        result, _ = _run(expansion, word)
         return result, expansion.matched, expansion.unmatched
 
     def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-        expansion = _Expansion(self, word, env)
-        try:
-            return expansion.process_stop_on("", self.raw_escapes)
-        except ShellError as error:
-            raise ShellError(f"failed to process {_go_quote(word)}: {error}") from None
+        return _run(_Expansion(self, word, env), word)
+
+
+def _run(expansion: _Expansion, word: str) -> tuple[str, list[str]]:
+    try:
+        return expansion.process_stop_on("", expansion.lex.raw_escapes)
+    except ShellError as error:
+        raise ShellError(f"failed to process {go_quote(word)}: {error}") from None
+    except RecursionError:  # hundreds of nested ${a:-${b:-…}}: Go's stack grows, Python's does not
+        raise ShellError(f"failed to process {go_quote(word)}: substitutions nested too deeply") from None
 
 
 def words_used(word: str, escape: str = "\\") -> set[str]:
@@ -380,7 +379,7 @@ def words_used(word: str, escape: str = "\\") -> set[str]:
     expansion = _Expansion(ShellLex(escape, skip_unset_env=True), word, {})
     try:
         expansion.process_stop_on("", False)
-    except ShellError:
+    except (ShellError, RecursionError):
         pass
     return expansion.matched | expansion.unmatched
 
@@ -470,29 +469,8 @@ def _replace(regex: re.Pattern[str], value: str, replacement: str, replace_all: 
     return value[: match.start()] + replacement + value[match.end() :]
 
 
-def _go_quote(text: str) -> str:
-    """Go's `%q` for the strings that appear in error messages."""
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch in "\a\b\f\v":
-            out.append("\\" + "abfv"["\a\b\f\v".index(ch)])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
+def go_quote(text: str) -> str:
+    """Go's `%q`; only error messages need it, so the module that has it is imported then."""
+    from kapal.cli.template import go_quote
+
+    return go_quote(text)

@@ -37,6 +37,7 @@ from kapal.build.instructions import (
     Volume,
     Workdir,
 )
+from kapal.build.shell import ShellLex
 from kapal.errors import InvalidArgument
 
 
@@ -63,13 +64,26 @@ def error_of(text: str | bytes, filename: str = "Dockerfile") -> DockerfileParse
 # instruction by instruction: text → the command the builder gets
 
 SECONDS = 1_000_000_000
+COPY_ALL_FLAGS = (
+    "COPY --from=build --chown=app:app --chmod=0755 --link --parents --exclude=*.tmp --exclude=.git ./x /y"
+)
+HEALTHCHECK_ALL_FLAGS = (
+    "HEALTHCHECK --interval=30s --timeout=1m30s --start-period=5s --start-interval=500ms --retries=3 "
+    "CMD curl -f http://x/ || exit 1"
+)
+NO_DESTINATION = (
+    "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+)
 
 CASES = [
     # RUN: shell form keeps the text as written, exec form is the JSON array
     ("RUN echo hi", Run("RUN", 2, "RUN echo hi", args=["echo hi"])),
     ("run   echo   'a  b'  ", Run("RUN", 2, "run   echo   'a  b'", args=["echo   'a  b'"])),
     ('RUN ["echo", "hi"]', Run("RUN", 2, 'RUN ["echo", "hi"]', args=["echo", "hi"], shell_form=False)),
-    ('RUN [ "echo" , "a b" ]', Run("RUN", 2, 'RUN [ "echo" , "a b" ]', args=["echo", "a b"], shell_form=False)),
+    (
+        'RUN [ "echo" , "a b" ]',
+        Run("RUN", 2, 'RUN [ "echo" , "a b" ]', args=["echo", "a b"], shell_form=False),
+    ),
     ("RUN []", Run("RUN", 2, "RUN []", args=[], shell_form=False)),
     # invalid JSON falls back to the shell form (buildkit's jeztah-invalid-json-* testfiles)
     ("RUN ['echo', 'hi']", Run("RUN", 2, "RUN ['echo', 'hi']", args=["['echo', 'hi']"])),
@@ -77,7 +91,7 @@ CASES = [
     ('RUN ["echo", "hi]', Run("RUN", 2, 'RUN ["echo", "hi]', args=['["echo", "hi]'])),
     ('RUN {"a": 1}', Run("RUN", 2, 'RUN {"a": 1}', args=['{"a": 1}'])),
     ('RUN ["a"] extra', Run("RUN", 2, 'RUN ["a"] extra', args=['["a"] extra'])),
-    ('RUN [NaN]', Run("RUN", 2, "RUN [NaN]", args=["[NaN]"])),
+    ("RUN [NaN]", Run("RUN", 2, "RUN [NaN]", args=["[NaN]"])),
     # flags
     (
         "RUN --network=none --security=insecure make",
@@ -119,9 +133,15 @@ CASES = [
     ('RUN --network="host" x', Run("RUN", 2, 'RUN --network="host" x', args=["x"], network="host")),
     # CMD / ENTRYPOINT / SHELL
     ("CMD echo hi", Cmd("CMD", 2, "CMD echo hi", args=["echo hi"])),
-    ('CMD ["sh", "-c", "x"]', Cmd("CMD", 2, 'CMD ["sh", "-c", "x"]', args=["sh", "-c", "x"], shell_form=False)),
+    (
+        'CMD ["sh", "-c", "x"]',
+        Cmd("CMD", 2, 'CMD ["sh", "-c", "x"]', args=["sh", "-c", "x"], shell_form=False),
+    ),
     ("CMD", Cmd("CMD", 2, "CMD", args=[])),
-    ('ENTRYPOINT ["/bin/app"]', Entrypoint("ENTRYPOINT", 2, 'ENTRYPOINT ["/bin/app"]', args=["/bin/app"], shell_form=False)),
+    (
+        'ENTRYPOINT ["/bin/app"]',
+        Entrypoint("ENTRYPOINT", 2, 'ENTRYPOINT ["/bin/app"]', args=["/bin/app"], shell_form=False),
+    ),
     ("entrypoint exec app", Entrypoint("ENTRYPOINT", 2, "entrypoint exec app", args=["exec app"])),
     ('SHELL ["/bin/bash", "-c"]', Shell("SHELL", 2, 'SHELL ["/bin/bash", "-c"]', args=["/bin/bash", "-c"])),
     # ENV / LABEL: words as written (quotes stay, the builder's expansion removes them)
@@ -129,11 +149,11 @@ CASES = [
     ("ENV a b c", Env("ENV", 2, "ENV a b c", pairs=[KeyValue("a", "b c")])),
     ("ENV a   b  c", Env("ENV", 2, "ENV a   b  c", pairs=[KeyValue("a", "b  c")])),
     (
-        'ENV a=1 b="two words" c=a\\ b d=\'x y\' e=',
+        "ENV a=1 b=\"two words\" c=a\\ b d='x y' e=",
         Env(
             "ENV",
             2,
-            'ENV a=1 b="two words" c=a\\ b d=\'x y\' e=',
+            "ENV a=1 b=\"two words\" c=a\\ b d='x y' e=",
             pairs=[
                 KeyValue("a", "1"),
                 KeyValue("b", '"two words"'),
@@ -154,14 +174,23 @@ CASES = [
             pairs=[KeyValue('"com.example.vendor"', '"ACME"'), KeyValue("version", "1.0")],
         ),
     ),
-    ("LABEL description this text", Label("LABEL", 2, "LABEL description this text", pairs=[KeyValue("description", "this text")])),
+    (
+        "LABEL description this text",
+        Label("LABEL", 2, "LABEL description this text", pairs=[KeyValue("description", "this text")]),
+    ),
     # ARG
     ("ARG a", Arg("ARG", 2, "ARG a", args=[ArgDef("a")])),
     ("ARG a=1 b c=", Arg("ARG", 2, "ARG a=1 b c=", args=[ArgDef("a", "1"), ArgDef("b"), ArgDef("c", "")])),
     ('ARG v="1 2"', Arg("ARG", 2, 'ARG v="1 2"', args=[ArgDef("v", '"1 2"')])),
-    ("ARG --ignored x", Arg("ARG", 2, "ARG --ignored x", args=[ArgDef("x")])),  # Docker never checks ARG flags
+    (
+        "ARG --ignored x",
+        Arg("ARG", 2, "ARG --ignored x", args=[ArgDef("x")]),
+    ),  # Docker never checks ARG flags
     # EXPOSE (sorted, as Docker sorts them), VOLUME, USER, WORKDIR, STOPSIGNAL, MAINTAINER
-    ("EXPOSE 8080 80/udp 443", Expose("EXPOSE", 2, "EXPOSE 8080 80/udp 443", ports=["443", "80/udp", "8080"])),
+    (
+        "EXPOSE 8080 80/udp 443",
+        Expose("EXPOSE", 2, "EXPOSE 8080 80/udp 443", ports=["443", "80/udp", "8080"]),
+    ),
     ("EXPOSE $PORT", Expose("EXPOSE", 2, "EXPOSE $PORT", ports=["$PORT"])),
     ("VOLUME /a /b", Volume("VOLUME", 2, "VOLUME /a /b", paths=["/a", "/b"])),
     ('VOLUME ["/a", " /b "]', Volume("VOLUME", 2, 'VOLUME ["/a", " /b "]', paths=["/a", "/b"])),
@@ -172,13 +201,16 @@ CASES = [
     ("MAINTAINER Jane <j@x>", Maintainer("MAINTAINER", 2, "MAINTAINER Jane <j@x>", name="Jane <j@x>")),
     # COPY / ADD
     ("COPY a b /dst/", Copy("COPY", 2, "COPY a b /dst/", sources=["a", "b"], dest="/dst/")),
-    ('COPY ["a b", "/dst dir/"]', Copy("COPY", 2, 'COPY ["a b", "/dst dir/"]', sources=["a b"], dest="/dst dir/")),
     (
-        "COPY --from=build --chown=app:app --chmod=0755 --link --parents --exclude=*.tmp --exclude=.git ./x /y",
+        'COPY ["a b", "/dst dir/"]',
+        Copy("COPY", 2, 'COPY ["a b", "/dst dir/"]', sources=["a b"], dest="/dst dir/"),
+    ),
+    (
+        COPY_ALL_FLAGS,
         Copy(
             "COPY",
             2,
-            "COPY --from=build --chown=app:app --chmod=0755 --link --parents --exclude=*.tmp --exclude=.git ./x /y",
+            COPY_ALL_FLAGS,
             sources=["./x"],
             dest="/y",
             from_="build",
@@ -202,17 +234,20 @@ CASES = [
             keep_git_dir=True,
         ),
     ),
-    ("ADD --unpack=false a.tar /", Copy("ADD", 2, "ADD --unpack=false a.tar /", sources=["a.tar"], dest="/", unpack=False)),
+    (
+        "ADD --unpack=false a.tar /",
+        Copy("ADD", 2, "ADD --unpack=false a.tar /", sources=["a.tar"], dest="/", unpack=False),
+    ),
     ("ADD --chown=1:2 a /", Copy("ADD", 2, "ADD --chown=1:2 a /", sources=["a"], dest="/", chown="1:2")),
     # HEALTHCHECK
     ("HEALTHCHECK NONE", Healthcheck("HEALTHCHECK", 2, "HEALTHCHECK NONE", test=["NONE"])),
     ("HEALTHCHECK none", Healthcheck("HEALTHCHECK", 2, "HEALTHCHECK none", test=["NONE"])),
     (
-        "HEALTHCHECK --interval=30s --timeout=1m30s --start-period=5s --start-interval=500ms --retries=3 CMD curl -f http://x/ || exit 1",
+        HEALTHCHECK_ALL_FLAGS,
         Healthcheck(
             "HEALTHCHECK",
             2,
-            "HEALTHCHECK --interval=30s --timeout=1m30s --start-period=5s --start-interval=500ms --retries=3 CMD curl -f http://x/ || exit 1",
+            HEALTHCHECK_ALL_FLAGS,
             test=["CMD-SHELL", "curl -f http://x/ || exit 1"],
             interval=30 * SECONDS,
             timeout=90 * SECONDS,
@@ -223,15 +258,22 @@ CASES = [
     ),
     (
         'HEALTHCHECK CMD ["/bin/check", "-q"]',
-        Healthcheck("HEALTHCHECK", 2, 'HEALTHCHECK CMD ["/bin/check", "-q"]', test=["CMD", "/bin/check", "-q"]),
+        Healthcheck(
+            "HEALTHCHECK", 2, 'HEALTHCHECK CMD ["/bin/check", "-q"]', test=["CMD", "/bin/check", "-q"]
+        ),
     ),
     (
         "HEALTHCHECK --interval=0s cmd true",
-        Healthcheck("HEALTHCHECK", 2, "HEALTHCHECK --interval=0s cmd true", test=["CMD-SHELL", "true"], interval=0),
+        Healthcheck(
+            "HEALTHCHECK", 2, "HEALTHCHECK --interval=0s cmd true", test=["CMD-SHELL", "true"], interval=0
+        ),
     ),
     # ONBUILD keeps the trigger's text
     ("ONBUILD RUN echo hi", Onbuild("ONBUILD", 2, "ONBUILD RUN echo hi", trigger="RUN echo hi")),
-    ("onbuild   copy --chown=1 a b", Onbuild("ONBUILD", 2, "onbuild   copy --chown=1 a b", trigger="copy --chown=1 a b")),
+    (
+        "onbuild   copy --chown=1 a b",
+        Onbuild("ONBUILD", 2, "onbuild   copy --chown=1 a b", trigger="copy --chown=1 a b"),
+    ),
 ]
 
 
@@ -359,6 +401,18 @@ def test_directives_only_at_the_top() -> None:
 def test_json_exec_form_with_escapes() -> None:
     run = only('RUN ["echo", "\\u2603 \\" \\\\ \\n"]')
     assert run.args == ["echo", '☃ " \\ \n']
+
+
+def test_json_lone_surrogate_becomes_replacement_char() -> None:
+    assert only('CMD ["a\\ud800b", "\\ud83d\\ude00"]').args == ["a\ufffdb", "\U0001f600"]
+
+
+def test_deeply_nested_substitution_is_an_error_not_a_crash() -> None:
+    word = "${a:-" * 2000 + "}" * 2000
+    dockerfile = parse_dockerfile(f"FROM scratch\nRUN echo {word} <<EOF\n")
+    assert dockerfile.stages[0].commands[0].heredocs == []  # a line too deep to lex opens no heredoc
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        ShellLex().process_word(word, {})
 
 
 def test_flag_words_lose_quotes_and_escapes() -> None:
@@ -504,7 +558,9 @@ def test_parse_instruction() -> None:
     assert parse_instruction("RUN a `\n b", escape="`").args == ["a  b"]
     with pytest.raises(InvalidArgument, match="single expression"):
         parse_instruction("RUN a\nRUN b")
-    with pytest.raises(DockerfileParseError, match="^dockerfile parse error on line 1: unknown instruction: BOGUS$"):
+    with pytest.raises(
+        DockerfileParseError, match="^dockerfile parse error on line 1: unknown instruction: BOGUS$"
+    ):
         parse_instruction("BOGUS bar")
 
 
@@ -526,15 +582,35 @@ ERRORS = [
     ("FROM scratch\nCOPY --from a b\n", 2, "missing a value on flag: --from"),
     ("FROM scratch\nCOPY --link= a b\n", 2, "missing a value on flag: --link"),
     ("FROM scratch\nCOPY --link=yes a b\n", 2, "expecting boolean value for flag --link, not: yes"),
-    ("FROM scratch\nCOPY a\n", 2, "COPY requires at least two arguments, but only one was provided. Destination could not be determined"),
-    ("FROM scratch\nADD\n", 2, "ADD requires at least two arguments, but only one was provided. Destination could not be determined"),
-    ("FROM scratch\nCOPY\t\n\t\tquux \\\n      bar\n", 2, "COPY requires at least two arguments, but only one was provided. Destination could not be determined"),
+    (
+        "FROM scratch\nCOPY a\n",
+        2,
+        NO_DESTINATION,
+    ),
+    (
+        "FROM scratch\nADD\n",
+        2,
+        "ADD requires at least two arguments, but only one was provided. Destination could not be determined",
+    ),
+    (
+        "FROM scratch\nCOPY\t\n\t\tquux \\\n      bar\n",
+        2,
+        NO_DESTINATION,
+    ),
     ("FROM scratch\nCOPY a <<EOF\nx\nEOF\n", 2, "COPY cannot accept a heredoc as a destination"),
     ("FROM\n", 1, "FROM requires either one or three arguments"),
     ("FROM a b\n", 1, "FROM requires either one or three arguments"),
     ("FROM a AS b c\n", 1, "FROM requires either one or three arguments"),
-    ("FROM a AS 1st\n", 1, 'invalid name for build stage: "1st", name can\'t start with a number or contain symbols'),
-    ("FROM a AS b$c\n", 1, 'invalid name for build stage: "b$c", name can\'t start with a number or contain symbols'),
+    (
+        "FROM a AS 1st\n",
+        1,
+        'invalid name for build stage: "1st", name can\'t start with a number or contain symbols',
+    ),
+    (
+        "FROM a AS b$c\n",
+        1,
+        'invalid name for build stage: "b$c", name can\'t start with a number or contain symbols',
+    ),
     ("FROM --platfrom=x a\n", 1, "unknown flag: --platfrom (did you mean platform?)"),
     ("FROM a AS x\nFROM b AS X\n", 2, "x stage name already used"),
     ("RUN x\nFROM a\n", 1, "no build stage in current context"),
@@ -568,17 +644,29 @@ ERRORS = [
     ("FROM scratch\nHEALTHCHECK --timeout=abc CMD x\n", 2, 'time: invalid duration "abc"'),
     ("FROM scratch\nHEALTHCHECK --timeout=1y CMD x\n", 2, 'time: unknown unit "y" in duration "1y"'),
     ("FROM scratch\nHEALTHCHECK --interval=50ns CMD x\n", 2, 'Interval "interval" cannot be less than 1ms'),
-    ("FROM scratch\nHEALTHCHECK --start-period=-1s CMD x\n", 2, 'Interval "start-period" cannot be less than 1ms'),
+    (
+        "FROM scratch\nHEALTHCHECK --start-period=-1s CMD x\n",
+        2,
+        'Interval "start-period" cannot be less than 1ms',
+    ),
     ("FROM scratch\nHEALTHCHECK --retries=-1 CMD x\n", 2, "--retries cannot be negative (-1)"),
     ("FROM scratch\nHEALTHCHECK --retries=x CMD x\n", 2, 'strconv.ParseInt: parsing "x": invalid syntax'),
-    ("FROM scratch\nHEALTHCHECK --retries=9999999999 CMD x\n", 2, 'strconv.ParseInt: parsing "9999999999": value out of range'),
+    (
+        "FROM scratch\nHEALTHCHECK --retries=9999999999 CMD x\n",
+        2,
+        'strconv.ParseInt: parsing "9999999999": value out of range',
+    ),
     ("FROM scratch\nHEALTHCHECK --foo=1 CMD x\n", 2, "unknown flag: --foo"),
     ("FROM scratch\nRUN --network=bridge x\n", 2, 'invalid network mode "bridge"'),
     ("FROM scratch\nRUN --security=root x\n", 2, 'security "root" is not valid'),
     ("FROM scratch\nRUN --mount=type=nfs x\n", 2, 'unsupported mount type "nfs"'),
     ("FROM scratch\nRUN --mount=type=bindd x\n", 2, 'unsupported mount type "bindd" (did you mean bind?)'),
     ("FROM scratch\nRUN --mount=type=cache,sharing=none x\n", 2, 'unsupported sharing value "none"'),
-    ("FROM scratch\nRUN --mount=type=bind,trget=/x x\n", 2, "unexpected key 'trget' in 'trget=/x' (did you mean target?)"),
+    (
+        "FROM scratch\nRUN --mount=type=bind,trget=/x x\n",
+        2,
+        "unexpected key 'trget' in 'trget=/x' (did you mean target?)",
+    ),
     ("FROM scratch\nRUN --mount=type=bind,foo x\n", 2, "invalid field 'foo' must be a key=value pair"),
     ("FROM scratch\nRUN --mount=type=bind,size=1m x\n", 2, "unexpected key 'size' for mount type 'bind'"),
     ("FROM scratch\nRUN --mount=type=bind,mode=0700 x\n", 2, 'mode not allowed for "bind" type mounts'),
@@ -586,9 +674,21 @@ ERRORS = [
     ("FROM scratch\nRUN --mount=type=secret x\n", 2, "invalid secret mount. one of source, target required"),
     ("FROM scratch\nRUN --mount=type=secret,id=a,from=b x\n", 2, "secret mount should not have a from"),
     ("FROM scratch\nRUN --mount=type=bind,ro=maybe x\n", 2, "invalid value for ro: maybe"),
-    ("FROM scratch\nRUN --mount=from=$STAGE,target=/x x\n", 2, "'from' doesn't support variable expansion, define alias stage instead"),
-    ("FROM scratch\nRUN --mount=type=tmpfs,sharing=shared,target=/t x\n", 2, "invalid cache sharing set for tmpfs mount"),
-    ("FROM scratch\nRUN --mount=type=bind,required x\n", 2, "unexpected key 'required' for mount type 'bind'"),
+    (
+        "FROM scratch\nRUN --mount=from=$STAGE,target=/x x\n",
+        2,
+        "'from' doesn't support variable expansion, define alias stage instead",
+    ),
+    (
+        "FROM scratch\nRUN --mount=type=tmpfs,sharing=shared,target=/t x\n",
+        2,
+        "invalid cache sharing set for tmpfs mount",
+    ),
+    (
+        "FROM scratch\nRUN --mount=type=bind,required x\n",
+        2,
+        "unexpected key 'required' for mount type 'bind'",
+    ),
     ("FROM scratch\nRUN ['a'] --x\nRUN --x=1 y\n", 3, "unknown flag: --x"),
 ]
 
@@ -603,11 +703,19 @@ def test_instruction_errors(text: str, line: int, reason: str) -> None:
 
 PARSER_ERRORS = [
     # line-level (legacy builder: "failed to parse Dockerfile: …")
-    ("FROM scratch\nCMD [ \"echo\", [ \"nested json\" ] ]\n", 2, "when using JSON array syntax, arrays must be comprised of strings only"),
-    ("FROM scratch\nRUN [1, 2]\n", 2, "when using JSON array syntax, arrays must be comprised of strings only"),
+    (
+        'FROM scratch\nCMD [ "echo", [ "nested json" ] ]\n',
+        2,
+        "when using JSON array syntax, arrays must be comprised of strings only",
+    ),
+    (
+        "FROM scratch\nRUN [1, 2]\n",
+        2,
+        "when using JSON array syntax, arrays must be comprised of strings only",
+    ),
     ("FROM scratch\nENV x\n", 2, "ENV must have two arguments"),
     ("FROM scratch\nLABEL x\n", 2, "LABEL must have two arguments"),
-    ("FROM scratch\nENV a=b c\n", 2, "Syntax error - can't find = in \"c\". Must be of the form: name=value"),
+    ("FROM scratch\nENV a=b c\n", 2, 'Syntax error - can\'t find = in "c". Must be of the form: name=value'),
     ("FROM scratch\nRUN <<EOF\nabc\n", 2, "unterminated heredoc"),
     ("FROM scratch\nCOPY <<A <<B /x\na\nA\n", 2, "unterminated heredoc"),
     ("# escape=x\nFROM scratch\n", 1, "invalid escape token 'x' does not match ` or \\"),
@@ -633,7 +741,10 @@ def test_empty_and_fromless_dockerfiles() -> None:
 
 def test_other_file_names_are_named() -> None:
     error = error_of("FROM a\nBOGUS\n", "build/dev.Dockerfile")
-    assert str(error) == "failed to parse build/dev.Dockerfile: dockerfile parse error on line 2: unknown instruction: BOGUS"
+    assert (
+        str(error) == "failed to parse build/dev.Dockerfile: "
+        "dockerfile parse error on line 2: unknown instruction: BOGUS"
+    )
     assert error.filename == "build/dev.Dockerfile"
 
 
@@ -654,13 +765,26 @@ def test_deferred_mount_checks() -> None:
 
 
 def test_mount_options_normalised() -> None:
-    assert parse_mount("type=bind,src=a,dst=/b,rw") == Mount("bind", {"source": "a", "target": "/b", "readonly": "false"})
+    assert parse_mount("type=bind,src=a,dst=/b,rw") == Mount(
+        "bind", {"source": "a", "target": "/b", "readonly": "false"}
+    )
     assert parse_mount("type=tmpfs,destination=/t,size=64m") == Mount(
         "tmpfs", {"target": "/t", "size": "64m", "readonly": "false"}
     )
-    assert parse_mount('type=cache,id=x,target=/c,uid=1000,gid=1000,mode=0755,from=base,"source=a,b"') == Mount(
+    assert parse_mount(
+        'type=cache,id=x,target=/c,uid=1000,gid=1000,mode=0755,from=base,"source=a,b"'
+    ) == Mount(
         "cache",
-        {"id": "x", "target": "/c", "uid": "1000", "gid": "1000", "mode": "0755", "from": "base", "source": "a,b", "readonly": "false"},
+        {
+            "id": "x",
+            "target": "/c",
+            "uid": "1000",
+            "gid": "1000",
+            "mode": "0755",
+            "from": "base",
+            "source": "a,b",
+            "readonly": "false",
+        },
     )
     assert parse_mount("type=ssh,required=false") == Mount("ssh", {"required": "false", "readonly": "true"})
 
@@ -669,7 +793,8 @@ def test_mount_options_normalised() -> None:
 # properties
 
 TEXT = st.text(
-    alphabet=st.sampled_from(list("FROMRUNCOPYENVARGONBUILDHEALTHCHECK \t\n\\`#=<<-'\"[]{},$:/aE0!")) | st.characters(),
+    alphabet=st.sampled_from(list("FROMRUNCOPYENVARGONBUILDHEALTHCHECK \t\n\\`#=<<-'\"[]{},$:/aE0!"))
+    | st.characters(),
     max_size=200,
 )
 
@@ -693,7 +818,10 @@ def test_parse_never_crashes_after_from(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=20), min_size=1, max_size=6), st.sampled_from(["RUN", "CMD", "ENTRYPOINT", "SHELL"]))
+@given(
+    st.lists(st.text(max_size=20), min_size=1, max_size=6),
+    st.sampled_from(["RUN", "CMD", "ENTRYPOINT", "SHELL"]),
+)
 def test_exec_form_round_trips(args: list[str], keyword: str) -> None:
     text = f"{keyword} {json.dumps(args)}"
     command = only(text)
@@ -703,7 +831,11 @@ def test_exec_form_round_trips(args: list[str], keyword: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=15), min_size=2, max_size=5))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=15), min_size=2, max_size=5
+    )
+)
 def test_copy_json_form_round_trips(paths: list[str]) -> None:
     assume(not any("<<" in path for path in paths))  # `<<name` is a heredoc source even in JSON form
     copy = only(f"COPY {json.dumps(paths)}")
