@@ -145,22 +145,12 @@ class _TarReader:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    position = 0
-    while position < len(data):
-        space = data.find(b" ", position)
-        if space < 0:
-            break
-        try:
-            length = int(data[position:space])
-        except ValueError:
-            raise InvalidArgument("the build context is not a valid tar archive: bad PAX record") from None
-        if length <= 0:
-            break
-        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        position += length
-    return records
+    from kapal.container.filesystem import _pax_records as records
+
+    return {
+        key.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
+        for key, value in records(data).items()
+    }
 
 
 @dataclass

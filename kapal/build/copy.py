@@ -24,7 +24,7 @@ import posixpath
 import re
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,9 +109,13 @@ def _go_pattern(component: str) -> str:
     return component.replace("[^", "[!")
 
 
-def _resolve_links(tree: Tree, name: str) -> tuple[str, Entry | None]:
-    """Follow symlinks in *name* inside the tree (as the builder follows a source path)."""
-    parts = [p for p in name.split("/") if p]
+def follow_links(path: str, link_target: Callable[[list[str]], str | None]) -> list[str]:
+    """The components of *path* with every symlink followed, never above the root.
+
+    *link_target* gives the target of the link the components name, or None when they
+    name no link. Absolute targets restart from the root, as inside a container.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
     resolved: list[str] = []
     hops = 0
     while parts:
@@ -120,19 +124,27 @@ def _resolve_links(tree: Tree, name: str) -> tuple[str, Entry | None]:
             if resolved:
                 resolved.pop()
             continue
-        candidate = "/".join([*resolved, part])
-        entry = tree.lookup(candidate)
-        if entry is not None and entry.kind == SYMLINK:
-            hops += 1
-            if hops > _MAX_LINKS:
-                raise InvalidArgument(f"too many links in {name}")
-            target = entry.linkname
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
+        target = link_target([*resolved, part])
+        if target is None:
+            resolved.append(part)
             continue
-        resolved.append(part)
-    final = "/".join(resolved)
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise InvalidArgument(f"too many links in {path}")
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p and p != "."] + parts
+    return resolved
+
+
+def _resolve_links(tree: Tree, name: str) -> tuple[str, Entry | None]:
+    """Follow symlinks in *name* inside the tree (as the builder follows a source path)."""
+
+    def link_target(parts: list[str]) -> str | None:
+        entry = tree.lookup("/".join(parts))
+        return entry.linkname if entry is not None and entry.kind == SYMLINK else None
+
+    final = "/".join(follow_links(name, link_target))
     return final, tree.lookup(final)
 
 
@@ -214,32 +226,15 @@ def walk(tree: Tree, name: str) -> Iterator[tuple[str, Entry]]:
 
 def scoped_path(root: str, path: str) -> str:
     """*path* inside *root* with symlinks followed, never leaving *root* (FollowSymlinkInScope)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        host = os.path.join(root, *resolved, part)
+
+    def link_target(parts: list[str]) -> str | None:
+        host = os.path.join(root, *parts)
         try:
-            st = os.lstat(host)
+            return os.readlink(host) if stat.S_ISLNK(os.lstat(host).st_mode) else None
         except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_LINKS:
-                raise InvalidArgument(f"too many links in {path}")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+            return None
+
+    return os.path.join(root, *follow_links(path, link_target))
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - Dockerfiles and expected messages are kept on one line, as written
 """The layer cache, reproducible layers, multi-stage builds and RUN --mount, through a real kapald."""
 
 from __future__ import annotations
@@ -241,7 +242,9 @@ def _single(name: str, data: bytes) -> bytes:
 
 
 def test_cache_from_an_image_loaded_elsewhere(daemon: Daemon, busybox: str, scratch: Path) -> None:
-    context = write_context(scratch / "ctx", {"Dockerfile": CACHED_DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"})
+    context = write_context(
+        scratch / "ctx", {"Dockerfile": CACHED_DOCKERFILE, "a.txt": "a\n", "b.txt": "b\n"}
+    )
     original, _ = build(daemon, context, "-t", "source:1")
     archive = scratch / "source.tar"
     daemon.kapal("save", "-o", str(archive), "source:1")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - Dockerfiles and expected messages are kept on one line, as written
 """Every Dockerfile instruction through a real kapald: the image config and the filesystem it makes."""
 
 from __future__ import annotations
