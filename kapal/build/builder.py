@@ -47,7 +47,7 @@ from kapal.build.copy import (
 from kapal.build.run import RunRequest
 from kapal.build.snapshot import LayerRef, Snapshot
 from kapal.content.lease import Lease
-from kapal.errors import InvalidArgument, KapalError, NotFound
+from kapal.errors import InvalidArgument, KapalError, NotFound, NotImplementedYet
 from kapal.image import manifest as mf
 from kapal.image.store import Image
 from kapal.runtime import rootfs as rootfs_mount
@@ -1115,6 +1115,9 @@ class StageBuilder:
         workdir = self.config.get("WorkingDir") or "/"
         if command.is_add and command.from_:
             raise InvalidArgument("ADD does not support the --from option")
+        if command.exclude or command.parents:
+            flag = "--exclude" if command.exclude else "--parents"
+            raise NotImplementedYet(f"{keyword} {flag} is not supported by this builder")
         sources = list(command.sources)
         urls = [s for s in sources if command.is_add and _is_url(s)]
         local = [s for s in sources if s not in urls]
@@ -1172,7 +1175,7 @@ class StageBuilder:
                         owner,
                         chmod,
                         keyword,
-                        unpack_archives=command.is_add and is_context,
+                        unpack_archives=command.is_add and is_context and command.unpack is not False,
                     )
                 for url, path in downloads:
                     self.place_download(url, path, dest, total, workdir, root, owner, chmod)
