@@ -144,20 +144,24 @@ def test_run_mounts(daemon: Daemon, busybox: str, scratch: Path) -> None:
                 RUN --mount=type=tmpfs,target=/scratchpad sh -c 'touch /scratchpad/x && grep -q " /scratchpad tmpfs" /proc/mounts && echo tmpfs > /tmpfs-seen'
                 RUN --mount=type=bind,source=data,target=/mnt cat /mnt/in.txt > /from-bind
                 RUN --mount=type=bind,from=other,source=/stage-file,target=/sf cat /sf > /from-stage
-                RUN --mount=type=secret,id=token cat /run/secrets/token 2>/dev/null || echo no-secret > /secret-state
+                RUN --mount=type=secret,id=token sh -c 'cat /run/secrets/token 2>/dev/null > /secret-state || echo no-secret > /secret-state'
             """,
             "data/in.txt": "bound\n",
         },
     )
     build(daemon, context, "-t", "mounts:1")
-    build(daemon, context, "-t", "mounts:2", "--no-cache")
+    secret = scratch / "token.txt"
+    secret.write_text("s3cret")
+    build(daemon, context, "-t", "mounts:2", "--no-cache", "--secret", f"id=token,src={secret}")
     script = (
         "cat /count /tmpfs-seen /from-bind /from-stage /secret-state;"
         "for p in /cache /scratchpad /mnt /sf /run/secrets; do test -e $p && echo left $p; done; true"
     )
     assert sh(daemon, "mounts:1", script) == "1\ntmpfs\nbound\nfrom-stage\nno-secret\n"
-    # the cache mount kept what the first build wrote
-    assert sh(daemon, "mounts:2", "cat /count") == "2\n"
+    # the cache mount kept what the first build wrote; the secret was there, and is not in the image
+    assert sh(daemon, "mounts:2", "cat /count /secret-state; test -e /run/secrets/token || echo gone") == (
+        "2\ns3cretgone\n"
+    )
 
 
 def test_dockerignore_applies_on_both_sides(daemon: Daemon, busybox: str, scratch: Path) -> None:

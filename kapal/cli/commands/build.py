@@ -185,6 +185,12 @@ def build(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("--cache-from", action="append", default=[], help="Images to consider as cache sources")
     p.add_argument("--rm", default="true", help="Remove intermediate containers after a successful build")
     p.add_argument("--force-rm", action="store_true", help="Always remove intermediate containers")
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        help='Secret to expose to RUN --mount=type=secret ("id=mysecret[,src=/local/secret|,env=VAR]")',
+    )
     opts = p.parse_args(args)
     query: list[tuple[str, Any]] = [("t", tag) for tag in opts.tag]
     build_args = _parse_key_values(opts.build_arg, "build-arg", from_env=True)
@@ -208,7 +214,8 @@ def build(ctx: Context, prog: str, args: list[str]) -> int:
     body, dockerfile_name = _context_body(opts)
     if dockerfile_name:
         query.append(("dockerfile", dockerfile_name))
-    messages = ctx.client.stream("POST", "/build", query, body=body)
+    headers = {"X-Kapal-Build-Secrets": _secrets_header(opts.secret)} if opts.secret else None
+    messages = ctx.client.stream("POST", "/build", query, body=body, headers=headers)
     mode = opts.progress
     if opts.quiet or mode == "quiet":
         image_id = _quiet(messages)
@@ -222,6 +229,39 @@ def build(ctx: Context, prog: str, args: list[str]) -> int:
         with open(opts.iidfile, "w") as out:
             out.write(image_id)
     return 0
+
+
+def _secrets_header(specs: list[str]) -> str:
+    """``--secret id=…,src=…|env=…`` as the header kapald reads them from (base64 JSON, values base64)."""
+    import base64
+    import json
+
+    secrets_: dict[str, str] = {}
+    for spec in specs:
+        fields = dict(part.partition("=")[::2] for part in spec.split(",") if part)
+        secret_id = fields.get("id") or ""
+        source = fields.get("src") or fields.get("source")
+        if fields.get("env"):
+            value = os.environ.get(fields["env"])
+            if value is None:
+                raise CommandError(f"secret {secret_id}: environment variable {fields['env']} is not set", 1)
+            data = value.encode()
+        else:
+            path = source or secret_id
+            try:
+                with open(os.path.expanduser(path), "rb") as source_file:
+                    data = source_file.read()
+            except OSError as error:
+                raise CommandError(f"secret {secret_id}: {error}", 1) from None
+        if not secret_id:
+            secret_id = os.path.basename(source or "")
+        if not secret_id:
+            raise CommandError(f"invalid secret {spec!r}: an id is required", 125)
+        secrets_[secret_id] = base64.b64encode(data).decode()
+    header = base64.b64encode(json.dumps(secrets_).encode()).decode()
+    if len(header) > 7000:
+        raise CommandError("secrets are too large to send (at most about 5 kB in all)", 1)
+    return header
 
 
 def _context_body(opts: Any) -> tuple[BinaryIO | TarStream, str]:

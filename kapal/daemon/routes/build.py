@@ -8,6 +8,8 @@ them); from the first step on, progress and errors are Docker's JSON stream.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -59,12 +61,24 @@ def build_options(request: web.Request) -> BuildOptions:
     )
 
 
+def _secrets(header: str) -> dict[str, bytes]:
+    """``kapal build --secret``: ids and contents for RUN --mount=type=secret (kapal's own header)."""
+    if not header:
+        return {}
+    try:
+        document = json.loads(base64.b64decode(header))
+        return {str(key): base64.b64decode(value) for key, value in document.items()}
+    except (ValueError, TypeError, AttributeError, binascii.Error):
+        raise InvalidArgument("invalid X-Kapal-Build-Secrets header") from None
+
+
 async def build(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     options = build_options(request)
     if request.query.get("version") == "2":
         raise NotImplementedYet("BuildKit (version=2) is not supported: build with DOCKER_BUILDKIT=0")
     options.registry_config = request.headers.get("X-Registry-Config", "")
+    options.secrets = _secrets(request.headers.get("X-Kapal-Build-Secrets", ""))
     body = body_reader(request)
     service = engine.builder
     service.loop = asyncio.get_running_loop()
