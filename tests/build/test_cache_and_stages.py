@@ -119,6 +119,9 @@ def test_multi_stage_target_and_copy_from(daemon: Daemon, busybox: str, scratch:
     )
     image_id, log = build(daemon, context, "-t", "stages:1", "--build-arg", "FLAVOUR=fancy")
     assert "this stage is not needed" not in log
+    # stages build in parallel, but their steps print in order, numbered over the stages built
+    numbers = [int(line.split()[1].split("/")[0]) for line in log.splitlines() if line.startswith("Step ")]
+    assert numbers == list(range(1, 14))
     assert sh(daemon, "stages:1", "cat /artifact /base /via-scratch; test -x /copied-busybox && echo bb") == (
         "built fancy\nbase\nbuilt fancy\nbb\n"
     )

@@ -141,3 +141,35 @@ def test_kapal_cli_contexts_and_flags(daemon: Daemon, busybox: str, scratch: Pat
     )
     result = daemon.kapal("build", str(scratch / "nowhere"), check=False)
     assert result.returncode == 1 and b"nowhere" in result.stderr
+
+
+def test_kapal_build_live_view_on_a_terminal(daemon: Daemon, busybox: str, scratch: Path) -> None:
+    import os
+    import pty
+
+    context = write_context(scratch / "ctx", {"Dockerfile": "FROM busybox\nRUN echo from-the-run\nENV A=1\n"})
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [KAPAL, "-H", daemon.host, "build", "-t", "live:1", str(context)],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+    )
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    assert process.wait(timeout=60) == 0
+    text = output.decode(errors="replace")
+    assert "\x1b[" in text  # drawn in place, not the plain log
+    assert "Step 3/3 : ENV A=1" in text and "Successfully tagged live:1" in text
+    assert "from-the-run" in text
+    assert daemon.kapal("image", "inspect", "live:1").returncode == 0
