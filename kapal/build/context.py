@@ -258,6 +258,7 @@ class BuildContext:
                         context.entries[""] = entry
                     continue
                 context._add(entry)
+        context.spool_fd()  # opened once, before COPY's threads read it
         return context
 
     def _add(self, entry: Entry) -> None:
