@@ -670,7 +670,7 @@ class StageBuilder:
         triggers = list(self.config.get("OnBuild") or [])
         if triggers:
             self.config["OnBuild"] = None
-            self.state = State.of(self.state.config, self.state.layers) if stage_index is None else self.state
+            self.state = State.of(self.state.config, self.state.layers)
             plural = "s" if len(triggers) > 1 else ""
             self.out(f"# Executing {len(triggers)} build trigger{plural}\n")
             for text in triggers:

@@ -329,7 +329,10 @@ def _context_body(opts: Any) -> tuple[BinaryIO | TarStream, str]:
 
 def _error(message: dict[str, Any]) -> None:
     detail = message.get("errorDetail") or {}
-    raise CommandError(detail.get("message") or message.get("error") or "build failed", 1)
+    code = detail.get("code")
+    # as the docker CLI: a failed RUN's exit code becomes the build's
+    status = code if isinstance(code, int) and 0 < code < 256 else 1
+    raise CommandError(detail.get("message") or message.get("error") or "build failed", status)
 
 
 def _image_id(message: dict[str, Any]) -> str | None:
