@@ -81,6 +81,19 @@ class _TarReader:
             self._read(_BLOCK - size % _BLOCK)
         return data
 
+    def copy_data(self, size: int, out: BinaryIO) -> str:
+        """Copy a big member's data to *out* in chunks; returns the sha256 of it (hex)."""
+        hasher = hashlib.sha256()
+        remaining = size
+        while remaining:
+            chunk = self._read(min(remaining, _CHUNK))
+            hasher.update(chunk)
+            out.write(chunk)
+            remaining -= len(chunk)
+        if size % _BLOCK:
+            self._read(_BLOCK - size % _BLOCK)
+        return hasher.hexdigest()
+
     def skip(self, size: int) -> None:
         remaining = size + (-size) % _BLOCK
         while remaining:
@@ -213,7 +226,12 @@ class BuildContext:
                 name = clean(header.name)
                 kind = header.kind
                 if kind in _REGULAR:
-                    data = reader.read_data(header.size)
+                    if header.size <= _CHUNK:
+                        data = reader.read_data(header.size)
+                        digest = hashlib.sha256(data).hexdigest()
+                        spool.write(data)
+                    else:
+                        digest = reader.copy_data(header.size, spool)
                     entry = Entry(
                         name,
                         FILE,
@@ -223,9 +241,8 @@ class BuildContext:
                         header.size,
                         header.mtime,
                         offset=offset,
-                        digest=hashlib.sha256(data).hexdigest(),
+                        digest=digest,
                     )
-                    spool.write(data)
                     offset += header.size
                 elif kind == b"5":
                     entry = Entry(name, DIR, header.mode, header.uid, header.gid, 0, header.mtime)

@@ -107,19 +107,23 @@ def context_chunks(root: str, matcher: Any, extra: list[tuple[str, bytes]]) -> I
                 continue
             if ignored:
                 continue
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and st.st_size >= _CHUNK:
+                # a big file streams through in chunks, never whole in memory
+                yield b"".join(pending)
+                pending, pending_size = [], 0
+                yield _header(child, st, tarfile.REGTYPE, size=st.st_size)
+                yield from _file_chunks(path, child, st.st_size)
+            elif stat.S_ISREG(st.st_mode):
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     try:
-                        data = os.read(fd, st.st_size + 1) if st.st_size < _CHUNK else b""
-                        if len(data) != st.st_size:
-                            with open(fd, "rb", closefd=False) as source:
-                                source.seek(0)
-                                data = source.read()
+                        data = os.read(fd, st.st_size + 1)
                     finally:
                         os.close(fd)
                 except OSError as error:
                     raise CommandError(f"error checking context: can't open '{child}': {error}") from None
+                if len(data) != st.st_size:
+                    raise CommandError(f"error checking context: '{child}' changed while it was read")
                 pending.append(_header(child, st, tarfile.REGTYPE, size=len(data)))
                 pending.append(data)
                 if len(data) % _BLOCK:
@@ -139,6 +143,22 @@ def context_chunks(root: str, matcher: Any, extra: list[tuple[str, bytes]]) -> I
         pending.append(data + b"\0" * (-len(data) % _BLOCK))
     pending.append(b"\0" * (_BLOCK * 2))
     yield b"".join(pending)
+
+
+def _file_chunks(path: str, name: str, size: int) -> Iterator[bytes]:
+    try:
+        with open(path, "rb") as source:
+            remaining = size
+            while remaining:
+                chunk = source.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise CommandError(f"error checking context: '{name}' changed while it was read")
+                remaining -= len(chunk)
+                yield chunk
+    except OSError as error:
+        raise CommandError(f"error checking context: can't open '{name}': {error}") from None
+    if size % _BLOCK:
+        yield b"\0" * (_BLOCK - size % _BLOCK)
 
 
 def _single_file_tar(name: str, data: bytes) -> bytes:
