@@ -113,7 +113,7 @@ class _TarReader:
             if block == b"\0" * _BLOCK:
                 return
             checksum = _number(block[148:156])
-            unsigned = sum(block[:148]) + 256 + sum(block[156:])
+            unsigned = sum(block) - sum(block[148:156]) + 256  # the checksum field counts as spaces
             if checksum != unsigned:
                 high = sum(1 for byte in block[:148] + block[156:] if byte > 127)
                 if checksum != unsigned - 256 * high:
@@ -150,8 +150,8 @@ class _TarReader:
                 size=size,
                 mtime=float(values.get("mtime", _number(block[136:148]))),
                 linkname=linkname,
-                devmajor=_number(block[329:337]),
-                devminor=_number(block[337:345]),
+                devmajor=_number(block[329:337]) if kind in _NODES else 0,
+                devminor=_number(block[337:345]) if kind in _NODES else 0,
             )
             pax = {}
             long_name = long_link = None

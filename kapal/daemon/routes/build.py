@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import json
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from kapal.build.builder import BuildError, BuildOptions
 from kapal.daemon.app import ENGINE, Routes, json_response
-from kapal.daemon.streams import body_reader, json_progress
+from kapal.daemon.streams import json_progress
 from kapal.errors import InvalidArgument, NotImplementedYet
 
 
@@ -61,6 +62,37 @@ def build_options(request: web.Request) -> BuildOptions:
     )
 
 
+class _ContextBody(io.RawIOBase):
+    """The request body for the builder's thread, a megabyte per hop to the event loop.
+
+    A context is tens of megabytes; aiohttp hands the body over in pieces of at most
+    its buffer (~128 kB), and a thread hop per piece would cost more than the parsing.
+    """
+
+    def __init__(self, content: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._content = content
+        self._loop = loop
+
+    def readable(self) -> bool:
+        return True
+
+    async def _fill(self, size: int) -> bytes:
+        parts = []
+        wanted = size
+        while wanted > 0:
+            data = await self._content.read(wanted)
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = asyncio.run_coroutine_threadsafe(self._fill(len(buffer)), self._loop).result()
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _secrets(header: str) -> dict[str, bytes]:
     """``kapal build --secret``: ids and contents for RUN --mount=type=secret (kapal's own header)."""
     if not header:
@@ -79,7 +111,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         raise NotImplementedYet("BuildKit (version=2) is not supported: build with DOCKER_BUILDKIT=0")
     options.registry_config = request.headers.get("X-Registry-Config", "")
     options.secrets = _secrets(request.headers.get("X-Kapal-Build-Secrets", ""))
-    body = body_reader(request)
+    body = io.BufferedReader(_ContextBody(request.content, asyncio.get_running_loop()), buffer_size=1 << 20)
     service = engine.builder
     service.loop = asyncio.get_running_loop()
     prepared = await asyncio.to_thread(service.prepare, body, options)
