@@ -562,14 +562,20 @@ class StageBuilder:
         return self.state.run_config
 
     def build_args_in_use(self) -> list[str]:
-        """``k=v`` of the args a RUN sees (declared ones not shadowed by ENV, given proxies), sorted."""
+        """``k=v`` of the declared args a RUN sees (not shadowed by ENV), sorted: the ``|N`` of history."""
         env_keys = {item.partition("=")[0] for item in self.config.get("Env") or []}
         pairs = {k: v for k, v in self.args.items() if v is not None and k not in env_keys}
-        for name in PROXY_ARGS:
-            value = self.build.options.build_args.get(name)
-            if value is not None and name not in env_keys:
-                pairs.setdefault(name, value)
         return [f"{k}={v}" for k, v in sorted(pairs.items())]
+
+    def proxy_args(self) -> list[str]:
+        """The proxy variables given as build args and not declared: RUN sees them, yet they are in
+        neither the history nor the cache key (as in Docker: a proxy is the host's business)."""
+        given = self.build.options.build_args
+        return [
+            f"{name}={given[name]}"
+            for name in sorted(PROXY_ARGS)
+            if given.get(name) is not None and name not in self.args
+        ]
 
     def shell(self) -> list[str]:
         return list(self.config.get("Shell") or DEFAULT_SHELL)
@@ -957,7 +963,7 @@ class StageBuilder:
             try:
                 root = snapshot.mount()
                 with self.run_mounts(run_mounts, str(root)) as oci_mounts:
-                    env = replace_or_append_env(build_args, config.get("Env") or [])
+                    env = replace_or_append_env([*self.proxy_args(), *build_args], config.get("Env") or [])
                     request = RunRequest(
                         args=args,
                         env=env,

@@ -236,3 +236,57 @@ def test_build_errors_are_dockers(daemon: Daemon, busybox: str, scratch: Path) -
     result = daemon.kapal("build", str(missing), check=False)
     assert result.returncode == 1
     assert b"Dockerfile" in result.stderr
+
+
+def test_predefined_args_network_and_flags(daemon: Daemon, busybox: str, scratch: Path) -> None:
+    import platform as host_platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(host_platform.machine(), host_platform.machine())
+    context = write_context(
+        scratch / "ctx",
+        {
+            "Dockerfile": """
+                FROM busybox
+                ARG TARGETARCH
+                ARG TARGETPLATFORM
+                RUN echo "$TARGETARCH $TARGETPLATFORM" > /platform
+                RUN echo "proxy=$http_proxy" > /proxy
+                RUN --network=none sh -c 'echo $(ls /sys/class/net) > /net-none'
+                RUN --network=host sh -c 'ls /sys/class/net | wc -l > /net-host'
+                HEALTHCHECK NONE
+                ADD --unpack=false archive.tar /kept/
+                ADD archive.tar /unpacked/
+            """,
+            "archive.tar": _tar_of({"inside.txt": b"in\n"}),
+        },
+    )
+    image_id, _ = build(daemon, context, "--build-arg", "http_proxy=http://proxy.invalid:3128")
+    out = sh(daemon, image_id, "cat /platform /proxy /net-none /net-host; ls /kept; ls /unpacked")
+    lines = out.splitlines()
+    assert lines[0] == f"{arch} linux/{arch}"
+    assert lines[1] == "proxy=http://proxy.invalid:3128"
+    assert lines[2] == "lo"  # a network namespace of its own, nothing but loopback
+    assert int(lines[3]) > 1  # the host's interfaces
+    assert lines[4:] == ["archive.tar", "inside.txt"]
+    info = inspect(daemon, image_id)
+    assert info["Config"]["Healthcheck"] == {"Test": ["NONE"]}
+    history = daemon.kapal("history", "--no-trunc", "--format", "{{.CreatedBy}}", image_id).stdout.decode()
+    assert "proxy.invalid" not in history  # proxy args reach RUN but never the image
+    assert "|2 TARGETARCH=" in history
+
+    refused = write_context(scratch / "refused", {"Dockerfile": "FROM busybox\nCOPY --exclude=*.md . /\n"})
+    _, log = build(daemon, refused, check=False)
+    assert "COPY --exclude is not supported by this builder" in log
+    bad_signal = write_context(scratch / "signal", {"Dockerfile": "FROM busybox\nSTOPSIGNAL SIGNOPE\n"})
+    _, log = build(daemon, bad_signal, check=False)
+    assert "Invalid signal: SIGNOPE" in log
+
+
+def _tar_of(files: dict[str, bytes]) -> bytes:
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return body.getvalue()
