@@ -11,7 +11,9 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
+from kapal.build.cache import BuildCache
 from kapal.container.exec import ExecService
 from kapal.container.health import HealthMonitor
 from kapal.container.service import ContainerService, RuntimeOptions
@@ -53,12 +55,17 @@ class Engine:
         self.layers = LayerStore(self.root / "layers", self.db, self.leases)
         self.events = EventBus()
         self.images = ImageStore(self.db, self.content, self.layers, self.events)
+        # The build cache's layers and blobs are GC roots from the start, builder in use or not.
+        self.build_cache = BuildCache(self.db)
+        self.images.extra_layer_roots = lambda: self.build_cache.roots()[0]  # type: ignore[method-assign]
+        self.images.extra_blob_roots = lambda: self.build_cache.roots()[1]  # type: ignore[method-assign]
         self._runtime_options = runtime_options or RuntimeOptions()
         self._network_options = network_options or NetworkOptions()
         self._containers: ContainerService | None = None
         self._execs: ExecService | None = None
         self._networks: NetworkService | None = None
         self._volumes: VolumeService | None = None
+        self._builder: Any = None
 
     @property
     def containers(self) -> ContainerService:
@@ -93,6 +100,15 @@ class Engine:
         return self._networks
 
     @property
+    def builder(self) -> Any:
+        """The image builder (kapal.build.service.BuildService), made on first use."""
+        if self._builder is None:
+            from kapal.build.service import BuildService
+
+            self._builder = BuildService(self)
+        return self._builder
+
+    @property
     def execs(self) -> ExecService:
         if self._execs is None:
             self._execs = ExecService(self.containers)
@@ -115,6 +131,7 @@ class Engine:
         self.execs  # noqa: B018 - wires the health monitor before containers are picked up
         self.networks.recover()  # adopt bridges and rules of containers that outlived the last daemon
         self.containers.recover()
+        self.builder  # noqa: B018 - clears what an interrupted build left (mounts, work dirs)
         running = [c for c in self.containers.list() if c.running]
         self.networks.drop_stale({c.id for c in running})
         self.networks.resume(running)

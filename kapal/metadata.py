@@ -107,6 +107,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX endpoints_container ON endpoints(container_id);
     """,
+    """
+    -- The builder's cache: one row per step result, keyed as Docker keys a step (the parent,
+    -- the instruction after expansion, the checksums of what it copies). A row holds the
+    -- image config after the step and the layers under it; the layers are GC roots.
+    CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,             -- sha256 of the step's cache key
+        config TEXT NOT NULL,             -- the image config (JSON) after the step
+        layers TEXT NOT NULL,             -- JSON list of [diff_id, blob digest, size, media type]
+        size INTEGER NOT NULL,            -- bytes of the layer the step added (0: none)
+        created REAL NOT NULL,
+        last_used REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -22,6 +22,7 @@ Common Commands:
   info        Display system-wide information
 
 Management Commands:
+  builder     Manage builds
   container   Manage containers
   image       Manage images
   network     Manage networks
@@ -29,6 +30,7 @@ Management Commands:
   volume      Manage volumes
 
 Commands:
+  build       Build an image from a Dockerfile
   attach      Attach local standard input, output, and error streams to a running container
   commit      Create a new image from a container's changes
   cp          Copy files/folders between a container and the local filesystem
@@ -73,6 +75,7 @@ _SYSTEM = "kapal.cli.commands.system"
 _NETWORKS = "kapal.cli.commands.networks"
 _VOLUMES = "kapal.cli.commands.volumes"
 _FILES = "kapal.cli.commands.container_files"
+_BUILD = "kapal.cli.commands.build"
 _FILE_VERBS = ["cp", "diff", "commit", "export", "top", "stats", "update"]
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
@@ -108,6 +111,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": (_IMAGES, "import_"),
     "inspect": (_IMAGES, "inspect"),
     "port": (_NETWORKS, "port"),
+    "build": (_BUILD, "build"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "container": {
@@ -133,6 +137,11 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "save": (_IMAGES, "save"),
         "import": (_IMAGES, "import_"),
         "prune": (_IMAGES, "prune"),
+        "build": (_BUILD, "build"),
+    },
+    "builder": {
+        "build": (_BUILD, "build"),
+        "prune": (_BUILD, "prune"),
     },
     "network": {
         "create": (_NETWORKS, "create"),

@@ -129,7 +129,16 @@ class Routes:
 
 
 def create_app(engine: Engine) -> web.Application:
-    from kapal.daemon.routes import container_files, containers, execs, images, networks, system, volumes
+    from kapal.daemon.routes import (
+        build,
+        container_files,
+        containers,
+        execs,
+        images,
+        networks,
+        system,
+        volumes,
+    )
 
     app = web.Application(middlewares=[api_middleware], client_max_size=1 << 40)
     app[ENGINE] = engine
@@ -142,4 +151,5 @@ def create_app(engine: Engine) -> web.Application:
     execs.register(routes)
     networks.register(routes)
     volumes.register(routes)
+    build.register(routes)
     return app

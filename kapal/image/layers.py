@@ -48,6 +48,11 @@ class Layer:
     size: int
 
 
+def _remove_later(tree: Path) -> None:
+    """Remove a tree in the background (it keeps its ``tmp-`` name, so a crash leaves it to start-up)."""
+    threading.Thread(target=shutil.rmtree, args=(tree,), kwargs={"ignore_errors": True}, daemon=True).start()
+
+
 class LayerStore:
     def __init__(self, root: str | os.PathLike, db: Database, leases: LeaseRegistry) -> None:
         self.root = Path(root)
@@ -121,6 +126,33 @@ class LayerStore:
                     (actual, stats.size, time.time()),
                 )
             return Layer(actual, stats.size)
+
+    def adopt(self, tree: Path, diff_id: str, size: int, lease: Lease) -> Layer:
+        """Take a layer already laid out as overlayfs wants it (a build step's upper dir).
+
+        *tree* is ``<root>/tmp-*`` holding ``diff/``; it is renamed into place, so a layer
+        written by the builder is never unpacked a second time. Its diff ID was computed
+        by the caller from the layer tar of that very tree.
+        """
+        lease.add(diff_id)
+        with self._lock(diff_id):
+            if (existing := self.get(diff_id)) is not None:
+                _remove_later(tree)
+                return existing
+            final = self.root / digests.split(diff_id)[1]
+            try:
+                if final.exists():
+                    shutil.rmtree(final)  # left by a crash between rename and insert
+                os.rename(tree, final)
+            except OSError as error:
+                shutil.rmtree(tree, ignore_errors=True)
+                raise storage_error(error, "storing layer") from error
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO layers (diff_id, size, added) VALUES (?, ?, ?)",
+                    (diff_id, size, time.time()),
+                )
+        return Layer(diff_id, size)
 
     def all(self) -> list[Layer]:
         return [

@@ -340,12 +340,17 @@ class ImageStore:
             )
             layers = {r["diff_id"] for r in self.db.query("SELECT DISTINCT diff_id FROM image_layers")}
             layers.update(self.extra_layer_roots())
+            blobs.update(self.extra_blob_roots())
             removed_blobs = self.content.sweep(blobs)
             removed_layers = self.layers.sweep(layers)
         return removed_blobs, removed_layers
 
     def extra_layer_roots(self) -> set[str]:
         """Layers held by something other than an image (containers, build cache); set by later services."""
+        return set()
+
+    def extra_blob_roots(self) -> set[str]:
+        """Blobs held by something other than an image (the build cache); set by later services."""
         return set()
 
     def usage(self) -> dict[str, int]:
