@@ -1,0 +1,92 @@
+"""Assemble a registry from its settings and serve it on a listening socket until signalled.
+
+aiohttp's runner gives the graceful shutdown: on SIGTERM/SIGINT it stops accepting,
+lets requests in flight finish for ``shutdown_timeout`` seconds, then closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+
+from aiohttp import web
+
+from kapal.errors import InvalidArgument
+from kapal.registry.app import Registry, access_logger_for, make_app
+from kapal.registry.metrics import Metrics
+from kapal.registry.storage import RegistryStorage
+from kapal.registry.uploads import UploadSessions
+
+log = logging.getLogger("kapal.registry")
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidArgument(f"cannot load TLS certificate {cert} / key {key}: {error}") from None
+    return context
+
+
+def build(settings: dict[str, object]) -> tuple[web.Application, Registry]:
+    storage = RegistryStorage(str(settings["root"]))
+    registry = Registry(
+        storage=storage,
+        uploads=UploadSessions(storage),
+        metrics=Metrics(),
+        read_only=bool(settings["read_only"]),
+    )
+    extra_routes: list[web.RouteDef] = []
+    if settings["htpasswd"] or settings["token_key"]:
+        from kapal.registry.auth import make_authorizer
+
+        registry.authorizer, extra_routes = make_authorizer(settings)
+    if settings["proxy_remote"]:
+        from kapal.registry.proxy import Upstream
+
+        registry.upstream = Upstream(
+            storage,
+            str(settings["proxy_remote"]),
+            username=settings["proxy_username"],  # type: ignore[arg-type]
+            password=settings["proxy_password"],  # type: ignore[arg-type]
+            tag_ttl=float(settings["proxy_ttl"]),  # type: ignore[arg-type]
+        )
+    app = make_app(registry, extra_routes)
+    if registry.upstream is not None:
+        app.on_cleanup.append(registry.upstream.close)
+    return app, registry
+
+
+def run(settings: dict[str, object], sock: socket.socket) -> None:
+    app, registry = build(settings)
+    context = None
+    if settings["tls_cert"] or settings["tls_key"]:
+        if not (settings["tls_cert"] and settings["tls_key"]):
+            raise InvalidArgument("--tls-cert and --tls-key go together")
+        context = tls_context(str(settings["tls_cert"]), str(settings["tls_key"]))
+    access = logging.getLogger("kapal.registry.access")
+    access.disabled = not settings["access_log"]
+    address = sock.getsockname()
+    log.info(
+        json.dumps(
+            {
+                "msg": "serving",
+                "address": f"{address[0]}:{address[1]}",
+                "root": settings["root"],
+                "tls": bool(context),
+            }
+        )
+    )
+    web.run_app(
+        app,
+        sock=sock,
+        ssl_context=context,
+        access_log=access,
+        access_log_class=access_logger_for(registry),
+        shutdown_timeout=float(settings["shutdown_timeout"]),  # type: ignore[arg-type]
+        print=None,
+        handle_signals=True,
+    )

@@ -1,0 +1,164 @@
+"""Blob upload sessions, kept on disk so a restarted registry resumes them.
+
+A session is ``uploads/<uuid>/`` with ``repository`` (the name it was started in) and
+``data`` (the bytes so far; its size is the session's offset). Nothing else is needed
+to resume: a restart loses only the running hash, which is rebuilt from ``data`` when
+the upload completes. Completion verifies the digest, fsyncs, and renames ``data`` into
+the blob store, so a blob is never visible before it is whole and checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kapal.content import digest as digests
+from kapal.content.store import fsync_dir
+from kapal.registry.errors import RegistryError
+from kapal.registry.storage import RegistryStorage, check_digest
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_READ = 1 << 20
+
+
+@dataclass
+class _RunningHash:
+    offset: int
+    hashers: dict[str, hashlib._Hash]
+
+
+class UploadSessions:
+    def __init__(self, storage: RegistryStorage) -> None:
+        self.storage = storage
+        self.directory = storage.uploads_dir
+        # Hashes of sessions this process has been writing, valid while their offset matches.
+        self._running: dict[str, _RunningHash] = {}
+
+    def _dir(self, name: str, session: str) -> Path:
+        if not _UUID_RE.fullmatch(session):
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session})
+        path = self.directory / session
+        try:
+            owner = (path / "repository").read_text()
+        except FileNotFoundError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session}) from None
+        if owner != name:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session})
+        return path
+
+    def start(self, name: str) -> str:
+        session = str(uuid.uuid4())
+        path = self.directory / session
+        path.mkdir()
+        (path / "data").touch()
+        (path / "repository").write_text(name)
+        return session
+
+    def offset(self, name: str, session: str) -> int:
+        return (self._dir(name, session) / "data").stat().st_size
+
+    async def append(
+        self, name: str, session: str, body: AsyncIterator[bytes], start: int | None, length: int | None
+    ) -> int:
+        """Add *body* at the end of the session; *start* (from Content-Range) must be that end."""
+        path = self._dir(name, session) / "data"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RegistryError(
+                        "BLOB_UPLOAD_INVALID", "another request is writing this upload", status=416
+                    ) from None
+                raise
+            offset = os.fstat(fd).st_size
+            if start is not None and start != offset:
+                error = RegistryError(
+                    "BLOB_UPLOAD_INVALID", f"chunk starts at {start}, upload is at {offset}", status=416
+                )
+                error.headers = {"Range": f"0-{offset - 1}" if offset else "0-0"}
+                raise error
+            running = self._running.pop(session, None)
+            if running is None or running.offset != offset:
+                running = None if offset else _RunningHash(0, {"sha256": hashlib.sha256()})
+            written = 0
+            async for chunk in body:
+                os.write(fd, chunk)
+                written += len(chunk)
+                if running is not None:
+                    running.hashers["sha256"].update(chunk)
+            if length is not None and written != length:
+                # The chunk is not what the client announced: take it back out.
+                os.ftruncate(fd, offset)
+                raise RegistryError("SIZE_INVALID", f"chunk has {written} bytes, announced {length}")
+            if running is not None:
+                running.offset = offset + written
+                self._running[session] = running
+            return offset + written
+        finally:
+            os.close(fd)
+
+    def _digest_of(self, session: str, path: Path, algorithm: str) -> str:
+        running = self._running.pop(session, None)
+        size = path.stat().st_size
+        if running is not None and running.offset == size and algorithm in running.hashers:
+            return f"{algorithm}:{running.hashers[algorithm].hexdigest()}"
+        hasher = digests.hasher(algorithm)
+        with open(path, "rb") as data:
+            while chunk := data.read(_READ):
+                hasher.update(chunk)
+        return f"{algorithm}:{hasher.hexdigest()}"
+
+    def finish(self, name: str, session: str, expected: str) -> int:
+        """Verify the session's bytes hash to *expected* and publish them as that blob."""
+        directory = self._dir(name, session)
+        check_digest(expected)
+        data = directory / "data"
+        algorithm = expected.partition(":")[0]
+        actual = self._digest_of(session, data, algorithm)
+        if actual != expected:
+            raise RegistryError(
+                "DIGEST_INVALID", f"upload hashes to {actual}, not {expected}", detail={"digest": expected}
+            )
+        size = data.stat().st_size
+        final = self.storage.blob_path(expected)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(data, 0o444)
+        os.rename(data, final)
+        fsync_dir(final.parent)
+        self.storage.link_blob(name, expected)
+        shutil.rmtree(directory, ignore_errors=True)
+        return size
+
+    def cancel(self, name: str, session: str) -> None:
+        directory = self._dir(name, session)
+        self._running.pop(session, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def purge(self, older_than: float) -> list[str]:
+        """Remove sessions untouched for *older_than* seconds (abandoned by their client)."""
+        removed = []
+        now = time.time()
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                mtime = os.stat(os.path.join(entry.path, "data")).st_mtime
+                if now - mtime > older_than:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed

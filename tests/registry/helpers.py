@@ -1,0 +1,86 @@
+"""Small clients of the distribution API the registry tests share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import urljoin
+
+import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def error_codes(response: requests.Response) -> list[str]:
+    return [error["code"] for error in response.json()["errors"]]
+
+
+def push_blob(session: requests.Session, base: str, name: str, data: bytes) -> str:
+    digest = sha256(data)
+    response = session.post(f"{base}/v2/{name}/blobs/uploads/", params={"digest": digest}, data=data)
+    assert response.status_code == 201, response.text
+    return digest
+
+
+def image_manifest(
+    config: bytes,
+    layers: list[bytes],
+    media_type: str = OCI_MANIFEST,
+    subject: dict | None = None,
+    artifact_type: str | None = None,
+    annotations: dict | None = None,
+) -> bytes:
+    config_type = (
+        "application/vnd.docker.container.image.v1+json"
+        if media_type == DOCKER_MANIFEST
+        else "application/vnd.oci.image.config.v1+json"
+    )
+    layer_type = (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        if media_type == DOCKER_MANIFEST
+        else "application/vnd.oci.image.layer.v1.tar+gzip"
+    )
+    document: dict = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "digest": sha256(config), "size": len(config)},
+        "layers": [
+            {"mediaType": layer_type, "digest": sha256(layer), "size": len(layer)} for layer in layers
+        ],
+    }
+    if artifact_type:
+        document["artifactType"] = artifact_type
+    if subject:
+        document["subject"] = subject
+    if annotations:
+        document["annotations"] = annotations
+    return json.dumps(document).encode()
+
+
+def push_image(
+    session: requests.Session, base: str, name: str, tag: str, layers: list[bytes], **options: object
+) -> tuple[str, bytes]:
+    """Push blobs and the manifest; return the manifest's digest and bytes."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "layers": len(layers)}).encode()
+    push_blob(session, base, name, config)
+    for layer in layers:
+        push_blob(session, base, name, layer)
+    manifest = image_manifest(config, layers, **options)  # type: ignore[arg-type]
+    media_type = json.loads(manifest)["mediaType"]
+    response = session.put(
+        f"{base}/v2/{name}/manifests/{tag}", data=manifest, headers={"Content-Type": media_type}
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["Docker-Content-Digest"] == sha256(manifest)
+    return sha256(manifest), manifest
+
+
+def absolute(base: str, location: str) -> str:
+    return urljoin(base + "/", location)
