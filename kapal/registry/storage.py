@@ -122,11 +122,11 @@ class RegistryStorage:
     def repository_exists(self, name: str) -> bool:
         return self.repo_dir(name).is_dir()
 
-    def repositories(self) -> list[str]:
-        """Every repository holding a manifest, in lexical order (what _catalog lists)."""
+    def repositories(self, with_blobs_only: bool = False) -> list[str]:
+        """Every repository holding a manifest (or also just blobs), in lexical order."""
         found = []
         for dirpath, dirnames, _ in os.walk(self.repos_dir):
-            if "_manifests" in dirnames:
+            if "_manifests" in dirnames or (with_blobs_only and "_layers" in dirnames):
                 found.append(os.path.relpath(dirpath, self.repos_dir))
             dirnames[:] = [d for d in dirnames if d not in _RESERVED]
         return sorted(found)

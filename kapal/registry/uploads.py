@@ -151,7 +151,7 @@ class UploadSessions:
         self._running.pop(session, None)
         shutil.rmtree(directory, ignore_errors=True)
 
-    def purge(self, older_than: float) -> list[str]:
+    def purge(self, older_than: float, dry_run: bool = False) -> list[str]:
         """Remove sessions untouched for *older_than* seconds (abandoned by their client)."""
         removed = []
         now = time.time()
@@ -159,6 +159,7 @@ class UploadSessions:
             with contextlib.suppress(FileNotFoundError):
                 mtime = os.stat(os.path.join(entry.path, "data")).st_mtime
                 if now - mtime > older_than:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    if not dry_run:
+                        shutil.rmtree(entry.path, ignore_errors=True)
                     removed.append(entry.name)
         return removed
