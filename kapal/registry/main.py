@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
     serve.add_argument("--shutdown-timeout", type=float, help="seconds in-flight requests get at shutdown")
     serve.add_argument("--log-level", help="debug, info, warning or error")
+    keygen = sub.add_parser("keygen", help="write a new EC P-256 key for --token-key")
+    keygen.add_argument("path")
     gc = sub.add_parser("gc", help="delete blobs no manifest refers to")
     gc.add_argument("--root", required=True)
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
@@ -153,6 +155,11 @@ def _run_workers(settings: dict[str, object], sock: socket.socket) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "keygen":
+            from kapal.registry.auth import generate_key
+
+            generate_key(args.path)
+            return 0
         if args.command == "gc":
             from kapal.registry.gc import collect_garbage
 
