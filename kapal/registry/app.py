@@ -70,6 +70,10 @@ class Registry:
     authorizer: Authorizer | None = None
     upstream: Upstream | None = None
     read_only: bool = False
+    in_flight: int = 0  # requests whose answer is not fully sent yet (graceful shutdown waits on it)
+
+    def _finished(self, _task: object) -> None:
+        self.in_flight -= 1
 
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -378,6 +382,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 @web.middleware
 async def registry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors as the spec's JSON, with the spec's status; nothing else escapes as a bare 500."""
+    registry = registry_of(request)
+    task = asyncio.current_task()
+    if task is not None:
+        # The task also sends the response (a blob may still be streaming after we return).
+        registry.in_flight += 1
+        task.add_done_callback(registry._finished)
     try:
         return await handler(request)
     except web.HTTPException:

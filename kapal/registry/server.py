@@ -6,8 +6,10 @@ lets requests in flight finish for ``shutdown_timeout`` seconds, then closes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
 import socket
 import ssl
 
@@ -37,7 +39,8 @@ def build(settings: dict[str, object]) -> tuple[web.Application, Registry]:
         storage=storage,
         uploads=UploadSessions(storage),
         metrics=Metrics(),
-        read_only=bool(settings["read_only"]),
+        # A pull-through cache mirrors upstream; pushes to it would be lost at the next refresh.
+        read_only=bool(settings["read_only"] or settings["proxy_remote"]),
     )
     extra_routes: list[web.RouteDef] = []
     if settings["htpasswd"] or settings["token_key"]:
@@ -69,24 +72,37 @@ def run(settings: dict[str, object], sock: socket.socket) -> None:
         context = tls_context(str(settings["tls_cert"]), str(settings["tls_key"]))
     access = logging.getLogger("kapal.registry.access")
     access.disabled = not settings["access_log"]
-    address = sock.getsockname()
-    log.info(
-        json.dumps(
-            {
-                "msg": "serving",
-                "address": f"{address[0]}:{address[1]}",
-                "root": settings["root"],
-                "tls": bool(context),
-            }
-        )
-    )
-    web.run_app(
+    asyncio.run(_serve(app, registry, sock, context, access, float(settings["shutdown_timeout"])))  # type: ignore[arg-type]
+
+
+async def _serve(
+    app: web.Application,
+    registry: Registry,
+    sock: socket.socket,
+    context: ssl.SSLContext | None,
+    access: logging.Logger,
+    shutdown_timeout: float,
+) -> None:
+    """Serve until SIGTERM/SIGINT; then stop accepting and let requests in flight finish."""
+    runner = web.AppRunner(
         app,
-        sock=sock,
-        ssl_context=context,
         access_log=access,
         access_log_class=access_logger_for(registry),
-        shutdown_timeout=float(settings["shutdown_timeout"]),  # type: ignore[arg-type]
-        print=None,
-        handle_signals=True,
+        shutdown_timeout=shutdown_timeout,
     )
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=context)
+    await site.start()
+    address = sock.getsockname()
+    log.info(json.dumps({"msg": "serving", "address": f"{address[0]}:{address[1]}", "tls": bool(context)}))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await site.stop()
+    deadline = loop.time() + shutdown_timeout
+    while registry.in_flight > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    log.info(json.dumps({"msg": "stopped", "unfinished": registry.in_flight}))
+    await runner.cleanup()

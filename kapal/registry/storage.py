@@ -220,9 +220,18 @@ class RegistryStorage:
         return self.content.read_bytes(digest)
 
     def put_manifest(
-        self, name: str, reference: str, data: bytes, content_type: str | None, tags: list[str]
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        content_type: str | None,
+        tags: list[str],
+        check_references: bool = True,
     ) -> tuple[str, manifests.ParsedManifest]:
-        """Store a manifest under its digest in *name* and point the tags at it."""
+        """Store a manifest under its digest in *name* and point the tags at it.
+
+        *check_references* is off only for the pull-through cache, which fetches blobs on demand.
+        """
         check_name(name)
         if ":" in reference:
             check_digest(reference)
@@ -240,10 +249,10 @@ class RegistryStorage:
                 raise RegistryError("TAG_INVALID", f"invalid tag {tag!r}", status=400)
         parsed = manifests.parse(data, content_type)
         with self.manifest_write_lock():
-            for blob in parsed.blobs:
+            for blob in parsed.blobs if check_references else []:
                 if not (self._layer_link(name, blob).exists() and self.content.exists(blob)):
                     raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"digest": blob})
-            for child in parsed.children:
+            for child in parsed.children if check_references else []:
                 if not (self._revision_link(name, child).exists() and self.content.exists(child)):
                     raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"digest": child})
             self.content.put_bytes(data, digest)

@@ -180,3 +180,35 @@ def test_skopeo_push_killed_and_retried(registry, scratch, busybox_tag):
     skopeo("copy", "--dest-tls-verify=false", f"oci:{SHARED_BUSYBOX}:{busybox_tag}", target)
     assert json.loads(skopeo("inspect", "--tls-verify=false", target).stdout)["Digest"] == source
     assert_store_intact(registry.root)
+
+
+def test_sigterm_finishes_in_flight_request_then_exits(registry):
+    """Graceful shutdown: a request being received when SIGTERM arrives still completes."""
+    data = os.urandom(2 << 20)
+    location = absolute(
+        registry.url, requests.post(f"{registry.url}/v2/g/blobs/uploads/").headers["Location"]
+    )
+    halfway = threading.Event()
+    signalled = threading.Event()
+
+    def body():
+        for start in range(0, len(data), 256 << 10):
+            if start == 1 << 20:
+                halfway.set()
+                signalled.wait(10)
+            yield data[start : start + (256 << 10)]
+
+    outcome: dict[str, requests.Response] = {}
+    sender = threading.Thread(target=lambda: outcome.setdefault("r", requests.patch(location, data=body())))
+    sender.start()
+    assert halfway.wait(30)
+    process = registry.process
+    process.send_signal(signal.SIGTERM)
+    signalled.set()
+    sender.join(30)
+    assert outcome["r"].status_code == 202
+    assert outcome["r"].headers["Range"] == f"0-{len(data) - 1}"
+    assert process.wait(30) == 0
+    registry.process = None
+    registry.start()
+    assert requests.put(location, params={"digest": sha256(data)}).status_code == 201
