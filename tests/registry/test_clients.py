@@ -202,6 +202,11 @@ def test_sigterm_finishes_in_flight_request_then_exits(registry):
     sender = threading.Thread(target=lambda: outcome.setdefault("r", requests.patch(location, data=body())))
     sender.start()
     assert halfway.wait(30)
+    # Signal only once the server is inside the request (it has stored part of the body).
+    for _ in range(1000):
+        if int(requests.get(location).headers["Range"].split("-")[1]) > 0:
+            break
+        threading.Event().wait(0.01)
     process = registry.process
     process.send_signal(signal.SIGTERM)
     signalled.set()
