@@ -9,6 +9,7 @@ the blob store, so a blob is never visible before it is whole and checked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -29,12 +30,45 @@ from kapal.registry.storage import RegistryStorage, check_digest
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _READ = 1 << 20
+_BATCH = 1 << 20
 
 
 @dataclass
 class _RunningHash:
     offset: int
     hashers: dict[str, hashlib._Hash]
+
+
+def _write_and_hash(fd: int, data: bytes, hasher: hashlib._Hash | None) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if hasher is not None:
+        hasher.update(data)
+
+
+async def _write_stream(fd: int, body: AsyncIterator[bytes], hasher: hashlib._Hash | None) -> int:
+    """Append *body* to *fd*, hashing it; disk writes and hashing run in a thread (both release
+    the GIL), one batch at a time while the event loop receives the next."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future | None = None
+    batch: list[bytes] = []
+    batched = written = 0
+    async for chunk in body:
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= _BATCH:
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, _write_and_hash, fd, b"".join(batch), hasher)
+            written += batched
+            batch, batched = [], 0
+    if pending is not None:
+        await pending
+    if batch:
+        _write_and_hash(fd, b"".join(batch), hasher)
+        written += batched
+    return written
 
 
 class UploadSessions:
@@ -92,12 +126,8 @@ class UploadSessions:
             running = self._running.pop(session, None)
             if running is None or running.offset != offset:
                 running = None if offset else _RunningHash(0, {"sha256": hashlib.sha256()})
-            written = 0
-            async for chunk in body:
-                os.write(fd, chunk)
-                written += len(chunk)
-                if running is not None:
-                    running.hashers["sha256"].update(chunk)
+            hasher = running.hashers["sha256"] if running is not None else None
+            written = await _write_stream(fd, body, hasher)
             if length is not None and written != length:
                 # The chunk is not what the client announced: take it back out.
                 os.ftruncate(fd, offset)
