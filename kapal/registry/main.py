@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file with any of the settings below")
     serve.add_argument("--listen", help="address:port to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--root", help="directory holding the registry's data")
-    serve.add_argument("--workers", type=int, help="serving processes sharing the port (default 1)")
+    serve.add_argument(
+        "--workers", type=int, help="serving processes sharing the port (default 1; 0 = one per CPU)"
+    )
     serve.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--htpasswd", help="htpasswd file (bcrypt) of the users allowed in")
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         settings = serve_settings(args)
         logging.basicConfig(level=str(settings["log_level"]).upper(), format="%(message)s", stream=sys.stderr)
+        if int(settings["workers"]) == 0:  # type: ignore[arg-type]
+            settings["workers"] = len(os.sched_getaffinity(0))
         sock = _listen_socket(str(settings["listen"]))
         if int(settings["workers"]) <= 1:  # type: ignore[arg-type]
             from kapal.registry.server import run
