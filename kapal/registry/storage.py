@@ -175,23 +175,20 @@ class RegistryStorage:
 
     # --- manifests -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def manifest_write_lock(self) -> Iterator[None]:
-        """Held (shared) while a manifest is checked and linked, so gc cannot sweep in between."""
+    def _locked(self, mode: int) -> Iterator[None]:
         fd = os.open(self.lock_path, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.flock(fd, mode)
             yield
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def gc_lock(self) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def manifest_write_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) while a manifest is checked and linked, so gc cannot sweep in between."""
+        return self._locked(fcntl.LOCK_SH)
+
+    def gc_lock(self) -> contextlib.AbstractContextManager[None]:
+        return self._locked(fcntl.LOCK_EX)
 
     def resolve(self, name: str, reference: str) -> str:
         """The digest *reference* (a tag or digest) names in *name*, or MANIFEST_UNKNOWN."""

@@ -82,5 +82,25 @@ def push_image(
     return sha256(manifest), manifest
 
 
+def push_index(
+    session: requests.Session, base: str, name: str, tag: str, children: list[tuple[str, bytes]]
+) -> str:
+    """Push an OCI index of the (digest, manifest bytes) *children*; return its digest."""
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data)} for digest, data in children
+            ],
+        }
+    ).encode()
+    response = session.put(
+        f"{base}/v2/{name}/manifests/{tag}", data=index, headers={"Content-Type": OCI_INDEX}
+    )
+    assert response.status_code == 201, response.text
+    return sha256(index)
+
+
 def absolute(base: str, location: str) -> str:
     return urljoin(base + "/", location)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import threading
 import requests
 
 from tests.registry.conftest import REPO
-from tests.registry.helpers import OCI_INDEX, OCI_MANIFEST, push_blob, push_image, sha256
+from tests.registry.helpers import OCI_INDEX, OCI_MANIFEST, push_blob, push_image, push_index, sha256
 
 
 def gc(root, *args: str) -> str:
@@ -50,14 +49,7 @@ def test_gc_removes_only_unreferenced_blobs(registry):
     base = registry.url
     kept, kept_bytes = push_image(session, base, "app", "v1", [b"shared layer", b"app layer"])
     child, child_bytes = push_image(session, base, "app", "arm", [b"arm layer"])
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": len(child_bytes)}],
-        }
-    ).encode()
-    session.put(f"{base}/v2/app/manifests/multi", data=index, headers={"Content-Type": OCI_INDEX})
+    push_index(session, base, "app", "multi", [(child, child_bytes)])
     session.delete(f"{base}/v2/app/manifests/arm")  # the child now has no tag of its own
     subject = {"mediaType": OCI_MANIFEST, "digest": kept, "size": len(kept_bytes)}
     signature, _ = push_image(
@@ -93,14 +85,7 @@ def test_gc_delete_untagged_keeps_index_children_and_referrers(registry):
     base = registry.url
     tagged, tagged_bytes = push_image(session, base, "u", "v1", [b"one"])
     child, child_bytes = push_image(session, base, "u", "child", [b"child"])
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": len(child_bytes)}],
-        }
-    ).encode()
-    session.put(f"{base}/v2/u/manifests/idx", data=index, headers={"Content-Type": OCI_INDEX})
+    push_index(session, base, "u", "idx", [(child, child_bytes)])
     session.delete(f"{base}/v2/u/manifests/child")
     subject = {"mediaType": OCI_MANIFEST, "digest": tagged, "size": len(tagged_bytes)}
     signature, _ = push_image(session, base, "u", "sig", [b"sig"], subject=subject)
