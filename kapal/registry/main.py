@@ -22,7 +22,7 @@ from kapal.errors import KapalError
 _SERVE_DEFAULTS: dict[str, object] = {
     "listen": "127.0.0.1:5000",
     "root": None,
-    "workers": 1,
+    "workers": 0,
     "tls_cert": None,
     "tls_key": None,
     "htpasswd": None,
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="address:port to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--root", help="directory holding the registry's data")
     serve.add_argument(
-        "--workers", type=int, help="serving processes sharing the port (default 1; 0 = one per CPU)"
+        "--workers", type=int, help="serving processes sharing the port (default 0: one per CPU)"
     )
     serve.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")

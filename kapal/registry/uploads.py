@@ -39,12 +39,13 @@ class _RunningHash:
     hashers: dict[str, hashlib._Hash]
 
 
-def _write_and_hash(fd: int, data: bytes, hasher: hashlib._Hash | None) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    if hasher is not None:
-        hasher.update(data)
+def _write_and_hash(fd: int, chunks: list[bytes], hasher: hashlib._Hash | None) -> None:
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+        if hasher is not None:
+            hasher.update(chunk)
 
 
 async def _write_stream(fd: int, body: AsyncIterator[bytes], hasher: hashlib._Hash | None) -> int:
@@ -60,13 +61,13 @@ async def _write_stream(fd: int, body: AsyncIterator[bytes], hasher: hashlib._Ha
         if batched >= _BATCH:
             if pending is not None:
                 await pending
-            pending = loop.run_in_executor(None, _write_and_hash, fd, b"".join(batch), hasher)
+            pending = loop.run_in_executor(None, _write_and_hash, fd, batch, hasher)
             written += batched
             batch, batched = [], 0
     if pending is not None:
         await pending
     if batch:
-        _write_and_hash(fd, b"".join(batch), hasher)
+        _write_and_hash(fd, batch, hasher)
         written += batched
     return written
 

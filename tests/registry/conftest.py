@@ -48,7 +48,11 @@ class RegistryProcess:
     def start(self, verify: object = False) -> RegistryProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         command = [sys.executable, "-m", "kapal.registry.main", "serve"]
-        command += ["--listen", self.host, "--root", str(self.root), *self.extra]
+        command += ["--listen", self.host, "--root", str(self.root)]
+        if "--workers" not in self.extra:
+            # One process, so /metrics and the access log see every request of the test.
+            command += ["--workers", "1"]
+        command += self.extra
         self.process = subprocess.Popen(
             command,
             env=env,
