@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from kapal.errors import KapalError
@@ -113,17 +114,15 @@ def _listen_socket(listen: str) -> socket.socket:
     return sock
 
 
-def _run_workers(settings: dict[str, object], sock: socket.socket) -> int:
+def _run_workers(run: Callable[[socket.socket], None], workers: int, sock: socket.socket) -> int:
     """Fork the serving processes; forward SIGTERM/SIGINT to them and wait for all."""
-    from kapal.registry.server import run
-
     children = []
-    for _ in range(int(settings["workers"])):  # type: ignore[arg-type]
+    for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                run(settings, sock)
+                run(sock)
             except BaseException:  # noqa: BLE001
                 logging.getLogger("kapal.registry").exception("worker failed")
                 code = 1
@@ -188,13 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=str(settings["log_level"]).upper(), format="%(message)s", stream=sys.stderr)
         if int(settings["workers"]) == 0:  # type: ignore[arg-type]
             settings["workers"] = len(os.sched_getaffinity(0))
-        sock = _listen_socket(str(settings["listen"]))
-        if int(settings["workers"]) <= 1:  # type: ignore[arg-type]
-            from kapal.registry.server import run
+        from kapal.registry.server import prepare
 
-            run(settings, sock)
+        run = prepare(settings)
+        sock = _listen_socket(str(settings["listen"]))
+        workers = int(settings["workers"])  # type: ignore[arg-type]
+        if workers <= 1:
+            run(sock)
             return 0
-        return _run_workers(settings, sock)
+        return _run_workers(run, workers, sock)
     except KapalError as error:
         print(f"kapal-registry: {error.message}", file=sys.stderr)
         return 1

@@ -21,7 +21,6 @@ class Metrics:
         self.duration_count = 0
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.pid = str(os.getpid())
 
     def observe(self, method: str, route: str, status: int, seconds: float, sent: int, received: int) -> None:
         self.requests[(method, route, status)] += 1
@@ -37,7 +36,7 @@ class Metrics:
         self.bytes_received += received
 
     def render(self) -> str:
-        pid = self.pid
+        pid = os.getpid()  # read here: workers fork after this object is made
         lines = [
             "# HELP kapal_registry_requests_total HTTP requests served, by method, route and status.",
             "# TYPE kapal_registry_requests_total counter",

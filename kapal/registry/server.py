@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -63,7 +64,11 @@ def build(settings: dict[str, object]) -> tuple[web.Application, Registry]:
     return app, registry
 
 
-def run(settings: dict[str, object], sock: socket.socket) -> None:
+def prepare(settings: dict[str, object]) -> Callable[[socket.socket], None]:
+    """Check the settings and build the registry; the result serves it on a socket.
+
+    Called before forking workers, so bad settings fail once, in the parent, with one message.
+    """
     app, registry = build(settings)
     context = None
     if settings["tls_cert"] or settings["tls_key"]:
@@ -72,7 +77,12 @@ def run(settings: dict[str, object], sock: socket.socket) -> None:
         context = tls_context(str(settings["tls_cert"]), str(settings["tls_key"]))
     access = logging.getLogger("kapal.registry.access")
     access.disabled = not settings["access_log"]
-    asyncio.run(_serve(app, registry, sock, context, access, float(settings["shutdown_timeout"])))  # type: ignore[arg-type]
+    timeout = float(settings["shutdown_timeout"])  # type: ignore[arg-type]
+
+    def run(sock: socket.socket) -> None:
+        asyncio.run(_serve(app, registry, sock, context, access, timeout))
+
+    return run
 
 
 async def _serve(
