@@ -141,6 +141,19 @@ def _upload_headers(name: str, session: str, offset: int) -> dict[str, str]:
     }
 
 
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, refused as soon as it grows past *limit* (a manifest is kept in memory whole)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RegistryError("SIZE_INVALID", f"manifest larger than {limit} bytes", status=413)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError("SIZE_INVALID", f"manifest larger than {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _in_thread(function: Callable, *args: object) -> object:
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
@@ -173,7 +186,7 @@ async def manifest(request: web.Request, name: str, reference: str) -> web.Strea
         return web.Response(body=storage.manifest_bytes(digest), headers=headers)
     if request.method == "PUT":
         _writable(registry)
-        data = await request.read()
+        data = await _read_limited(request, manifests.MAX_MANIFEST_SIZE)
         tags = request.query.getall("tag", [])
         digest, parsed = await _in_thread(
             storage.put_manifest, name, reference, data, request.headers.get("Content-Type"), tags

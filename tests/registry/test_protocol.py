@@ -338,6 +338,19 @@ def test_invalid_manifests(registry):
         assert error_codes(response) == ["MANIFEST_INVALID"], body
 
 
+def test_oversized_manifest_is_refused(registry):
+    huge = b'{"schemaVersion": 2, "pad": "' + b"x" * (4 << 20) + b'"}'
+    response = requests.put(
+        f"{registry.url}/v2/m/manifests/big", data=huge, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert response.status_code == 413
+    assert error_codes(response) == ["SIZE_INVALID"]
+    streamed = requests.put(
+        f"{registry.url}/v2/m/manifests/big", data=iter([huge]), headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert streamed.status_code == 413
+
+
 def test_manifest_put_by_digest(registry):
     session = requests.Session()
     config = b'{"a": 1}'
