@@ -7,8 +7,9 @@ Measures, for each registry:
 * blob GET: ``ab`` with many keep-alive clients fetching a large blob, MiB/s;
 * manifest HEAD by tag: ``ab -i`` with 32 keep-alive clients, requests/s;
 
-and prints the ratios kapal/CNCF. Both registries keep their root under the same
-directory (``KAPAL_BENCH_ROOT``, default /var/tmp) and run with access logs off.
+and prints the medians of ``--rounds`` rounds and the ratios kapal/CNCF. Both registries keep
+their root under the same directory (``KAPAL_BENCH_ROOT``, default /var/tmp) and run with access
+logs off.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -179,12 +181,12 @@ def ab(url: str, requests: int, clients: int, head: bool = False) -> dict[str, f
     }
 
 
-def measure(server: Server, opts: argparse.Namespace, large: bytes, pushes: list[bytes]) -> dict[str, float]:
+def measure(
+    server: Server, opts: argparse.Namespace, urls: tuple[str, str], pushes: list[bytes]
+) -> dict[str, float]:
+    blob_url, manifest_url = urls
     results = {"push MiB/s": asyncio.run(push_phase(server.url, pushes, opts.push_clients))}
-    blob_url, manifest_url = asyncio.run(seed(server.url, large))
-    ab(blob_url, 4, 2)  # warm the page cache
     results["blob GET MiB/s"] = ab(blob_url, opts.blob_requests, opts.blob_clients)["mib_s"]
-    ab(manifest_url, 500, 32, head=True)
     results["manifest HEAD req/s"] = ab(manifest_url, opts.head_requests, 32, head=True)["rps"]
     return results
 
@@ -198,6 +200,7 @@ def main() -> int:
     parser.add_argument("--push-blobs", type=int, default=32)
     parser.add_argument("--push-mib", type=int, default=8)
     parser.add_argument("--push-clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per registry (median kept)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="kapal-registry worker counts")
     opts = parser.parse_args()
     if not os.path.exists(CNCF) or AB is None:
@@ -206,18 +209,29 @@ def main() -> int:
     base = bench_root()
     large = os.urandom(opts.blob_mib << 20)
     pushes = [os.urandom(opts.push_mib << 20) for _ in range(opts.push_blobs)]
-    table: dict[str, dict[str, float]] = {}
+    samples: dict[str, list[dict[str, float]]] = {}
+    servers: list[Server] = []
     try:
-        servers = [lambda: start_cncf(base / "cncf")]
-        servers += [lambda w=w: start_kapal(base / f"kapal{w}", w) for w in opts.workers]
-        for start in servers:
-            server = start()
-            try:
-                table[server.name] = measure(server, opts, large, pushes)
-            finally:
-                server.stop()
+        # All registries up at once, measured in turns, round after round: a machine whose load
+        # changes during the run then skews every registry alike; the median of the rounds is kept.
+        servers.append(start_cncf(base / "cncf"))
+        servers += [start_kapal(base / f"kapal{workers}", workers) for workers in opts.workers]
+        urls = {}
+        for server in servers:
+            urls[server.name] = asyncio.run(seed(server.url, large))
+            ab(urls[server.name][0], 4, 2)  # warm the page cache
+            ab(urls[server.name][1], 500, 32, head=True)
+        for _ in range(opts.rounds):
+            for server in servers:
+                samples.setdefault(server.name, []).append(measure(server, opts, urls[server.name], pushes))
     finally:
+        for server in servers:
+            server.stop()
         shutil.rmtree(base, ignore_errors=True)
+    table = {
+        name: {metric: statistics.median(run[metric] for run in runs) for metric in runs[0]}
+        for name, runs in samples.items()
+    }
     metrics = ["push MiB/s", "blob GET MiB/s", "manifest HEAD req/s"]
     names = list(table)
     print(f"{'':24}" + "".join(f"{name:>22}" for name in names))
