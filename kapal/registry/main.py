@@ -36,6 +36,7 @@ _SERVE_DEFAULTS: dict[str, object] = {
     "proxy_username": None,
     "proxy_password": None,
     "proxy_ttl": 3600.0,
+    "proxy_ca": None,
     "read_only": False,
     "access_log": True,
     "shutdown_timeout": 30.0,
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-remote", help="mirror this upstream registry (pull-through cache)")
     serve.add_argument("--proxy-username", help="user name for the upstream")
     serve.add_argument("--proxy-password", help="password for the upstream")
+    serve.add_argument("--proxy-ca", help="PEM CA bundle to trust for an https upstream")
     serve.add_argument("--proxy-ttl", type=float, help="seconds a cached tag is trusted (default 3600)")
     serve.add_argument("--read-only", action="store_true", default=None, help="refuse every write")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)

@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 
 import aiohttp
 
 from kapal.content import digest as digests
+from kapal.errors import InvalidArgument
 from kapal.registry import manifests
 from kapal.registry.errors import RegistryError
 from kapal.registry.storage import RegistryStorage
@@ -35,6 +37,7 @@ class Upstream:
         username: str | None = None,
         password: str | None = None,
         tag_ttl: float = 3600.0,
+        ca_file: str | None = None,
     ) -> None:
         self.storage = storage
         self.uploads = UploadSessions(storage)
@@ -44,6 +47,12 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._fetching: dict[str, asyncio.Future] = {}
+        self._ssl: ssl.SSLContext | bool = True
+        if ca_file:
+            try:
+                self._ssl = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as error:
+                raise InvalidArgument(f"cannot load --proxy-ca {ca_file}: {error}") from None
 
     async def close(self, _app: object = None) -> None:
         if self._session is not None:
@@ -52,7 +61,8 @@ class Upstream:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
             )
         return self._session
 

@@ -57,6 +57,7 @@ def build(settings: dict[str, object]) -> tuple[web.Application, Registry]:
             username=settings["proxy_username"],  # type: ignore[arg-type]
             password=settings["proxy_password"],  # type: ignore[arg-type]
             tag_ttl=float(settings["proxy_ttl"]),  # type: ignore[arg-type]
+            ca_file=settings["proxy_ca"],  # type: ignore[arg-type]
         )
     app = make_app(registry, extra_routes)
     if registry.upstream is not None:

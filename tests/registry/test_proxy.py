@@ -9,11 +9,10 @@ import subprocess
 import bcrypt
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry.conftest import RegistryProcess
-from tests.registry.helpers import OCI_MANIFEST, error_codes, push_image, sha256
+from tests.registry.helpers import OCI_MANIFEST, error_codes, make_tls, push_image, sha256, write_pem_key
 
 SKOPEO = shutil.which("skopeo")
 
@@ -26,21 +25,26 @@ def upstream(request, scratch):
     flags = ["--htpasswd", str(htpasswd)]
     if request.param == "token":
         key = scratch / "token.pem"
-        key.write_bytes(
-            ec.generate_private_key(ec.SECP256R1()).private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
         flags += ["--token-key", str(key)]
-    server = RegistryProcess(scratch / "upstream", *flags).start()
+        # This upstream also speaks TLS, with a certificate of a test CA the mirror is told to trust.
+        ca, cert, tls_key = make_tls(scratch)
+        flags += ["--tls-cert", str(cert), "--tls-key", str(tls_key)]
+        server = RegistryProcess(scratch / "upstream", *flags, scheme="https").start(verify=str(ca))
+        server.ca = ca
+    else:
+        server = RegistryProcess(scratch / "upstream", *flags).start()
+        server.ca = None
     server.auth_kind = request.param
     yield server
     server.stop()
 
 
 def mirror(scratch, upstream, name: str, ttl: str) -> RegistryProcess:
+    trust = ["--proxy-ca", str(upstream.ca)] if upstream.ca else []
     return RegistryProcess(
         scratch / name,
+        *trust,
         "--proxy-remote",
         upstream.url,
         "--proxy-username",
@@ -54,10 +58,12 @@ def mirror(scratch, upstream, name: str, ttl: str) -> RegistryProcess:
 
 def test_pull_through_cache(scratch, upstream):
     writer = requests.Session()
+    writer.trust_env = False  # else REQUESTS_CA_BUNDLE overrides .verify
+    writer.verify = str(upstream.ca) if upstream.ca else True
     if upstream.auth_kind == "basic":
         writer.auth = ("mirror", "mirror-pw")
     else:
-        token = requests.get(
+        token = writer.get(
             f"{upstream.url}/auth/token",
             params={"service": "kapal-registry", "scope": "repository:library/app:pull,push"},
             auth=("mirror", "mirror-pw"),
