@@ -234,7 +234,7 @@ async def start_upload(request: web.Request, name: str) -> web.Response:
     if request.method != "POST":
         raise RegistryError("UNSUPPORTED", status=405)
     mount, source = request.query.get("mount"), request.query.get("from")
-    if mount and source:
+    if mount and source and not request.get("mount_denied"):
         check_digest(mount)
         if registry.storage.mount_blob(name, source, mount):
             return web.Response(
@@ -383,12 +383,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                 await registry.authorizer.authorize(request, ("repository", source), ["pull"])
             except RegistryError:
                 # No read access to the source: no mount, an ordinary upload instead (as distribution).
-                request["no_mount"] = True
-    if request.get("no_mount"):
-        query = request.rel_url.query.copy()
-        query.pop("mount", None)
-        query.pop("from", None)
-        request = request.clone(rel_url=request.rel_url.with_query(query))
+                request["mount_denied"] = True
     return await _call(request, kind, params)
 
 

@@ -15,7 +15,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry.conftest import SHARED_BUSYBOX, RegistryProcess
-from tests.registry.helpers import error_codes, make_tls, push_blob, push_image, write_pem_key
+from tests.registry.helpers import error_codes, make_tls, push_blob, push_image, sha256, write_pem_key
 
 SKOPEO = shutil.which("skopeo")
 POLICY = """
@@ -30,6 +30,11 @@ repositories = ["team/*"]
 actions = ["pull"]
 
 [[rule]]
+users = ["carol"]
+repositories = ["carol/*"]
+actions = ["pull", "push"]
+
+[[rule]]
 users = ["anonymous"]
 repositories = ["public/*"]
 actions = ["pull"]
@@ -41,7 +46,7 @@ def auth_files(scratch: Path) -> dict[str, Path]:
     htpasswd = scratch / "htpasswd"
     lines = [
         f"{user}:{bcrypt.hashpw(user.encode() + b'-pw', bcrypt.gensalt(4)).decode()}"
-        for user in ("alice", "bob")
+        for user in ("alice", "bob", "carol")
     ]
     htpasswd.write_text("\n".join(lines) + "\n")
     policy = scratch / "policy.toml"
@@ -112,6 +117,15 @@ def test_basic_auth_and_policy(basic_registry):
     assert denied.status_code == 403
     assert error_codes(denied) == ["DENIED"]
     assert bob.get(f"{url}/v2/other/manifests/v1").status_code == 403
+    # Carol may push to carol/* but not read team/*: her mount from there becomes a plain upload.
+    carol = requests.Session()
+    carol.auth = ("carol", "carol-pw")
+    layer = sha256(b"team layer")
+    mount = carol.post(f"{url}/v2/carol/app/blobs/uploads/", params={"mount": layer, "from": "team/app"})
+    assert mount.status_code == 202
+    assert carol.head(f"{url}/v2/carol/app/blobs/{layer}").status_code == 404
+    mounted = alice.post(f"{url}/v2/alice/app/blobs/uploads/", params={"mount": layer, "from": "team/app"})
+    assert mounted.status_code == 201
     # The policy lets anyone pull public/*, and nothing else.
     assert requests.get(f"{url}/v2/public/app/manifests/v1").status_code == 200
     assert requests.get(f"{url}/v2/team/app/manifests/v1").status_code == 401
