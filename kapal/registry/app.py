@@ -366,6 +366,8 @@ def _required_access(
     if kind == "catalog":
         return ("registry", "catalog"), ["*"]
     action = _ACTIONS.get(request.method, "pull")
+    if kind == "upload" and action == "delete":
+        action = "push"  # cancelling one's own upload is part of pushing
     actions = ["pull", "push"] if action == "push" else [action]
     return ("repository", params["name"]), actions
 

@@ -15,7 +15,15 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry.conftest import SHARED_BUSYBOX, RegistryProcess
-from tests.registry.helpers import error_codes, make_tls, push_blob, push_image, sha256, write_pem_key
+from tests.registry.helpers import (
+    absolute,
+    error_codes,
+    make_tls,
+    push_blob,
+    push_image,
+    sha256,
+    write_pem_key,
+)
 
 SKOPEO = shutil.which("skopeo")
 POLICY = """
@@ -123,6 +131,7 @@ def test_basic_auth_and_policy(basic_registry):
     layer = sha256(b"team layer")
     mount = carol.post(f"{url}/v2/carol/app/blobs/uploads/", params={"mount": layer, "from": "team/app"})
     assert mount.status_code == 202
+    assert carol.delete(absolute(url, mount.headers["Location"])).status_code == 204
     assert carol.head(f"{url}/v2/carol/app/blobs/{layer}").status_code == 404
     mounted = alice.post(f"{url}/v2/alice/app/blobs/uploads/", params={"mount": layer, "from": "team/app"})
     assert mounted.status_code == 201
