@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry.conftest import REPO, SHARED_BUSYBOX
 
@@ -69,3 +72,71 @@ def test_docker_pull_push_pull_by_digest(registry, dockerd, busybox_tag):
     docker("pull", f"{registry.host}/y/pushed@{digest}")
     out = docker("run", "--rm", "--network", "none", f"{registry.host}/y/pushed@{digest}", "echo", "pulled")
     assert out.strip() == "pulled"
+
+
+def test_docker_login_push_pull_with_token_auth(scratch, dockerd, busybox_tag):
+    """docker login, then push and pull through the bearer-token flow (Docker Hub's)."""
+    from tests.registry.conftest import RegistryProcess
+    from tests.registry.helpers import write_pem_key
+
+    htpasswd = scratch / "htpasswd"
+    htpasswd.write_text(f"ci:{bcrypt.hashpw(b'ci-pw', bcrypt.gensalt(4)).decode()}\n")
+    key = scratch / "token.pem"
+    write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
+    server = RegistryProcess(
+        scratch / "auth-root", "--htpasswd", str(htpasswd), "--token-key", str(key)
+    ).start()
+    env = dict(os.environ, DOCKER_CONFIG=str(scratch / "docker-config"))
+
+    def docker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "-H", dockerd.host, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    try:
+        pushed = subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "ci:ci-pw",
+                f"oci:{SHARED_BUSYBOX}:{busybox_tag}",
+                f"docker://{server.host}/ci/busybox:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        denied = docker("pull", f"{server.host}/ci/busybox:1")
+        assert denied.returncode != 0
+        bad = docker("login", server.host, "-u", "ci", "--password-stdin", stdin="wrong\n")
+        assert bad.returncode != 0
+        login = docker("login", server.host, "-u", "ci", "--password-stdin", stdin="ci-pw\n")
+        assert login.returncode == 0, login.stderr
+        assert docker("pull", f"{server.host}/ci/busybox:1").returncode == 0
+        assert docker("tag", f"{server.host}/ci/busybox:1", f"{server.host}/ci/copy:2").returncode == 0
+        push = docker("push", f"{server.host}/ci/copy:2")
+        assert push.returncode == 0, push.stderr
+        digest = next(word for word in push.stdout.split() if word.startswith("sha256:"))
+        token = requests.get(
+            f"{server.url}/auth/token",
+            params={"service": "kapal-registry", "scope": "repository:ci/copy:pull"},
+            auth=("ci", "ci-pw"),
+        ).json()["token"]
+        head = requests.head(
+            f"{server.url}/v2/ci/copy/manifests/2",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json",
+            },
+        )
+        assert head.headers["Docker-Content-Digest"] == digest
+    finally:
+        server.stop()
