@@ -19,6 +19,7 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from kapal.content.store import storage_error
 from kapal.errors import KapalError
 from kapal.registry import manifests
 from kapal.registry.errors import RegistryError, from_kapal_error
@@ -411,6 +412,10 @@ async def registry_middleware(request: web.Request, handler: Handler) -> web.Str
         )
     except (ConnectionResetError, asyncio.CancelledError):
         raise
+    except OSError as error:
+        log.error("storage error on %s %s: %s", request.method, request.path, error)
+        failure = RegistryError("UNKNOWN", storage_error(error, "storage").message)
+        return web.Response(body=failure.body(), status=500, headers={"Content-Type": "application/json"})
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         failure = RegistryError("UNKNOWN", "internal error")

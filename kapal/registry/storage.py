@@ -136,7 +136,9 @@ class RegistryStorage:
         """The blob's stat if *name* links it and it is stored, else BLOB_UNKNOWN."""
         check_digest(digest)
         try:
-            os.stat(self._layer_link(name, digest))
+            if not os.path.exists(self._layer_link(name, digest)):
+                # Manifests are blobs too (distribution serves them from the blobs endpoint as well).
+                os.stat(self._revision_link(name, digest))
             stat = os.stat(self.content.path(digest))
         except FileNotFoundError:
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest}) from None

@@ -227,6 +227,8 @@ def test_manifest_put_get_head_by_tag_and_digest(registry):
         assert head.status_code == 200
         assert head.headers["Content-Length"] == str(len(manifest))
         assert head.headers["Docker-Content-Digest"] == digest
+    # A manifest is a blob too.
+    assert session.get(f"{registry.url}/v2/app/web/blobs/{digest}").content == manifest
     unknown = session.get(f"{registry.url}/v2/app/web/manifests/v2")
     assert unknown.status_code == 404
     assert error_codes(unknown) == ["MANIFEST_UNKNOWN"]
