@@ -91,6 +91,33 @@ class UploadSessions:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session})
         return path
 
+    def _open_locked(self, name: str, session: str) -> int:
+        """The session's data file, opened for appending and locked: one writer (or finisher) at a time,
+        across worker processes too."""
+        path = self._dir(name, session) / "data"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session}) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise RegistryError(
+                    "BLOB_UPLOAD_INVALID", "another request is writing this upload", status=416
+                ) from None
+            raise
+        try:
+            # Finished (renamed into the blob store) or cancelled between our open and our lock?
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:
+            os.close(fd)
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session})
+        return fd
+
     def start(self, name: str) -> str:
         session = str(uuid.uuid4())
         path = self.directory / session
@@ -106,17 +133,8 @@ class UploadSessions:
         self, name: str, session: str, body: AsyncIterator[bytes], start: int | None, length: int | None
     ) -> int:
         """Add *body* at the end of the session; *start* (from Content-Range) must be that end."""
-        path = self._dir(name, session) / "data"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = self._open_locked(name, session)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno in (errno.EAGAIN, errno.EACCES):
-                    raise RegistryError(
-                        "BLOB_UPLOAD_INVALID", "another request is writing this upload", status=416
-                    ) from None
-                raise
             offset = os.fstat(fd).st_size
             if start is not None and start != offset:
                 error = RegistryError(
@@ -153,26 +171,28 @@ class UploadSessions:
 
     def finish(self, name: str, session: str, expected: str) -> int:
         """Verify the session's bytes hash to *expected* and publish them as that blob."""
-        directory = self._dir(name, session)
         check_digest(expected)
+        directory = self._dir(name, session)
         data = directory / "data"
-        algorithm = expected.partition(":")[0]
-        actual = self._digest_of(session, data, algorithm)
-        if actual != expected:
-            raise RegistryError(
-                "DIGEST_INVALID", f"upload hashes to {actual}, not {expected}", detail={"digest": expected}
-            )
-        size = data.stat().st_size
-        final = self.storage.blob_path(expected)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(data, os.O_RDONLY)
+        fd = self._open_locked(name, session)
         try:
+            algorithm = expected.partition(":")[0]
+            actual = self._digest_of(session, data, algorithm)
+            if actual != expected:
+                raise RegistryError(
+                    "DIGEST_INVALID",
+                    f"upload hashes to {actual}, not {expected}",
+                    detail={"digest": expected},
+                )
+            size = os.fstat(fd).st_size
+            final = self.storage.blob_path(expected)
+            final.parent.mkdir(parents=True, exist_ok=True)
             os.fsync(fd)
+            os.fchmod(fd, 0o444)
+            os.rename(data, final)
+            fsync_dir(final.parent)
         finally:
             os.close(fd)
-        os.chmod(data, 0o444)
-        os.rename(data, final)
-        fsync_dir(final.parent)
         self.storage.link_blob(name, expected)
         shutil.rmtree(directory, ignore_errors=True)
         return size

@@ -541,3 +541,25 @@ def test_health_metrics_and_access_log(registry):
     uploads = [entry for entry in entries if entry["path"].startswith("/v2/obs/blobs/uploads/")]
     assert uploads and uploads[0]["status"] == 201 and uploads[0]["remote"] == "127.0.0.1"
     assert "duration_ms" in uploads[0]
+
+
+def test_racing_requests_on_one_upload_session(registry):
+    """Several PUTs closing the same session at once: one wins, the rest are refused, the blob is whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(2 << 20)
+    location = absolute(
+        registry.url, requests.post(f"{registry.url}/v2/race/blobs/uploads/").headers["Location"]
+    )
+    assert requests.patch(location, data=data).status_code == 202
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: requests.put(location, params={"digest": sha256(data)}), range(8)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(201) == 1
+    assert set(statuses) <= {201, 404, 416}
+    for answer in answers:
+        if answer.status_code != 201:
+            assert error_codes(answer)[0] in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID")
+    assert requests.get(f"{registry.url}/v2/race/blobs/{sha256(data)}").content == data
+    late = requests.patch(location, data=b"more")
+    assert error_codes(late) == ["BLOB_UPLOAD_UNKNOWN"]
