@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bcrypt
@@ -140,3 +141,48 @@ def test_docker_login_push_pull_with_token_auth(scratch, dockerd, busybox_tag):
         assert head.headers["Docker-Content-Digest"] == digest
     finally:
         server.stop()
+
+
+def test_containerd_ctr_pull_and_push(registry, dockerd, busybox_tag):
+    """containerd (the one dockerd runs) pulls from and pushes to the registry with ctr."""
+    address = Path(dockerd.base) / "exec" / "containerd" / "containerd.sock"
+    for _ in range(200):  # dockerd starts its containerd in the background
+        if address.exists():
+            break
+        time.sleep(0.05)
+    if not address.exists() or not shutil.which("ctr"):
+        pytest.skip("no containerd socket from dockerd, or no ctr")
+    source = json.loads((SHARED_BUSYBOX / "index.json").read_text())["manifests"][0]["digest"]
+    pushed = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{SHARED_BUSYBOX}:{busybox_tag}",
+            f"docker://{registry.host}/ctr/busybox:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+
+    def ctr(*args: str) -> str:
+        result = subprocess.run(
+            ["ctr", "--address", str(address), "--namespace", "kapal-registry-test", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"ctr {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    ctr("image", "pull", "--plain-http", f"{registry.host}/ctr/busybox:1")
+    assert source in ctr("image", "ls")
+    ctr("image", "tag", f"{registry.host}/ctr/busybox:1", f"{registry.host}/ctr/pushed:2")
+    ctr("image", "push", "--plain-http", f"{registry.host}/ctr/pushed:2")
+    head = requests.head(
+        f"{registry.url}/v2/ctr/pushed/manifests/2",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert head.headers["Docker-Content-Digest"] == source
