@@ -12,7 +12,7 @@ The policy (TOML) grants actions on repositories; without one, every authenticat
 user may do everything and anonymous users nothing::
 
     [[rule]]
-    users = ["alice", "bob"]        # "*" = any authenticated user, "anonymous" = no credentials
+    users = ["alice", "bob"]        # "*" = any authenticated user, "anonymous" = everyone
     repositories = ["team/*"]       # shell patterns
     actions = ["pull", "push"]      # pull, push, delete, or "*"
 """
@@ -132,8 +132,11 @@ class Policy:
             return set(ALL_ACTIONS) if user else set()
         granted: set[str] = set()
         for rule in self.rules:
-            who = "anonymous" if user is None else user
-            if not (who in rule.users or (user is not None and "*" in rule.users)):
+            # What anyone may do without credentials, a signed-in user may do too.
+            applies = "anonymous" in rule.users or (
+                user is not None and (user in rule.users or "*" in rule.users)
+            )
+            if not applies:
                 continue
             if any(fnmatch.fnmatchcase(repository, pattern) for pattern in rule.repositories):
                 granted.update(ALL_ACTIONS if "*" in rule.actions else rule.actions)
