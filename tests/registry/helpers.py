@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import subprocess
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -107,6 +108,27 @@ def push_index(
     )
     assert response.status_code == 201, response.text
     return sha256(index)
+
+
+def push_busybox(target: str, tag: str, *options: str) -> str:
+    """skopeo-copy the shared busybox OCI layout to ``docker://<target>``; return its manifest digest."""
+    from tests.registry.conftest import SHARED_BUSYBOX
+
+    result = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            *options,
+            f"oci:{SHARED_BUSYBOX}:{tag}",
+            f"docker://{target}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads((SHARED_BUSYBOX / "index.json").read_text())["manifests"][0]["digest"]
 
 
 def absolute(base: str, location: str) -> str:

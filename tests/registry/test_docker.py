@@ -15,7 +15,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.registry.conftest import REPO, SHARED_BUSYBOX
+from tests.registry.conftest import REPO
+from tests.registry.helpers import push_busybox
 
 sys.path.insert(0, str(REPO / "bench"))
 from peers import Dockerd  # noqa: E402
@@ -43,20 +44,7 @@ def test_docker_pull_push_pull_by_digest(registry, dockerd, busybox_tag):
         assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    source = json.loads((SHARED_BUSYBOX / "index.json").read_text())["manifests"][0]["digest"]
-    pushed = subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{SHARED_BUSYBOX}:{busybox_tag}",
-            f"docker://{registry.host}/x/busybox:1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert pushed.returncode == 0, pushed.stderr
+    source = push_busybox(f"{registry.host}/x/busybox:1", busybox_tag)
     docker("pull", f"{registry.host}/x/busybox:1")
     repo_digests = json.loads(docker("image", "inspect", f"{registry.host}/x/busybox:1"))[0]["RepoDigests"]
     assert f"{registry.host}/x/busybox@{source}" in repo_digests
@@ -100,21 +88,7 @@ def test_docker_login_push_pull_with_token_auth(scratch, dockerd, busybox_tag):
         )
 
     try:
-        pushed = subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                "ci:ci-pw",
-                f"oci:{SHARED_BUSYBOX}:{busybox_tag}",
-                f"docker://{server.host}/ci/busybox:1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert pushed.returncode == 0, pushed.stderr
+        push_busybox(f"{server.host}/ci/busybox:1", busybox_tag, "--dest-creds", "ci:ci-pw")
         denied = docker("pull", f"{server.host}/ci/busybox:1")
         assert denied.returncode != 0
         bad = docker("login", server.host, "-u", "ci", "--password-stdin", stdin="wrong\n")
@@ -152,20 +126,7 @@ def test_containerd_ctr_pull_and_push(registry, dockerd, busybox_tag):
         time.sleep(0.05)
     if not address.exists() or not shutil.which("ctr"):
         pytest.skip("no containerd socket from dockerd, or no ctr")
-    source = json.loads((SHARED_BUSYBOX / "index.json").read_text())["manifests"][0]["digest"]
-    pushed = subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{SHARED_BUSYBOX}:{busybox_tag}",
-            f"docker://{registry.host}/ctr/busybox:1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert pushed.returncode == 0, pushed.stderr
+    source = push_busybox(f"{registry.host}/ctr/busybox:1", busybox_tag)
 
     def ctr(*args: str) -> str:
         result = subprocess.run(
