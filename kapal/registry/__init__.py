@@ -1,0 +1,1 @@
+"""kapal-registry: an OCI Distribution Spec registry server (see docs/registry.md)."""
