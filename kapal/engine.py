@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kapal.container.exec import ExecService
 from kapal.container.health import HealthMonitor
@@ -24,6 +25,9 @@ from kapal.image.store import ImageStore
 from kapal.metadata import Database
 from kapal.network.service import NetworkOptions, NetworkService
 from kapal.volume.service import VolumeService
+
+if TYPE_CHECKING:
+    from kapal.distribution.service import Distribution
 
 log = logging.getLogger("kapald")
 
@@ -59,6 +63,8 @@ class Engine:
         self._execs: ExecService | None = None
         self._networks: NetworkService | None = None
         self._volumes: VolumeService | None = None
+        self.registry_options: Any = None  # kapal.distribution.client.RegistryOptions, set by the daemon
+        self._distribution: Any = None
 
     @property
     def containers(self) -> ContainerService:
@@ -91,6 +97,15 @@ class Engine:
         if self._networks is None:
             self._networks = NetworkService(self.db, self._network_options)
         return self._networks
+
+    @property
+    def distribution(self) -> Distribution:
+        """Pull, push and login; aiohttp is loaded only when a registry is first used."""
+        if self._distribution is None:
+            from kapal.distribution.service import Distribution
+
+            self._distribution = Distribution(self.images, self.db, self.registry_options)
+        return self._distribution
 
     @property
     def execs(self) -> ExecService:
