@@ -209,9 +209,16 @@ class Client:
     def get(self, path: str, query: Any = None) -> Any:
         return self.json("GET", path, query)
 
-    def stream(self, method: str, path: str, query: Any = None, body: Any = None) -> Iterator[dict[str, Any]]:
+    def stream(
+        self,
+        method: str,
+        path: str,
+        query: Any = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Decode a JSON message stream (newline- or concatenation-separated objects)."""
-        response = self.request(method, path, query, body)
+        response = self.request(method, path, query, body, headers)
         decoder = json.JSONDecoder()
         buffer = ""
         while True:

@@ -17,6 +17,8 @@ Common Commands:
   run         Create and run a new container from an image
   exec        Execute a command in a running container
   ps          List containers
+  pull        Download an image from a registry
+  push        Upload an image to a registry
   images      List images
   version     Show the kapal version information
   info        Display system-wide information
@@ -41,6 +43,8 @@ Commands:
   inspect     Return low-level information on objects
   kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  login       Authenticate to a registry
+  logout      Log out from a registry
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
   port        List port mappings or a specific mapping for the container
@@ -72,6 +76,7 @@ _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
 _NETWORKS = "kapal.cli.commands.networks"
 _VOLUMES = "kapal.cli.commands.volumes"
+_REGISTRY = "kapal.cli.commands.registry"
 _FILES = "kapal.cli.commands.container_files"
 _FILE_VERBS = ["cp", "diff", "commit", "export", "top", "stats", "update"]
 
@@ -108,6 +113,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": (_IMAGES, "import_"),
     "inspect": (_IMAGES, "inspect"),
     "port": (_NETWORKS, "port"),
+    **{verb: (_REGISTRY, verb) for verb in ("pull", "push", "login", "logout")},
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "container": {
@@ -133,6 +139,8 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "save": (_IMAGES, "save"),
         "import": (_IMAGES, "import_"),
         "prune": (_IMAGES, "prune"),
+        "pull": (_REGISTRY, "pull"),
+        "push": (_REGISTRY, "push"),
     },
     "network": {
         "create": (_NETWORKS, "create"),

@@ -212,13 +212,17 @@ class Repository:
 
     async def ping(self) -> None:
         """``GET /v2/``: proves the endpoint speaks the protocol and learns its challenge."""
-        async with self._raw("GET", f"{self.endpoint.url}/v2/", {}) as response:
-            await response.read()
-            if response.status == 401:
-                self._learn(response)
-                return
-            if response.status >= 400:
-                raise RegistryUnreachable(f"{self.endpoint.url}/v2/ answered {response.status}")
+        url = f"{self.endpoint.url}/v2/"
+        try:
+            async with self._raw("GET", url, {}) as response:
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise RegistryUnreachable(describe_network_error(error, url)) from None
+        if response.status == 401:
+            self._learn(response)
+            return
+        if response.status >= 400:
+            raise RegistryUnreachable(f"{url} answered {response.status}")
 
     def _learn(self, response: aiohttp.ClientResponse) -> None:
         challenges = parse_challenges(response.headers.getall("WWW-Authenticate", []))

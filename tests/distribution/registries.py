@@ -1,0 +1,219 @@
+"""Fixtures for registry tests: a real CNCF registry (Debian's docker-registry) on loopback.
+
+Each registry gets a free port, its storage on tmpfs, and optionally htpasswd
+auth, token auth or TLS with a CA made for the test (installed into a certs.d
+directory the daemon is pointed at with ``KAPAL_CERTS_D``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, clean_up_after
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Registry:
+    """One docker-registry process; ``restart`` keeps its storage and port."""
+
+    def __init__(self, base: Path, auth: dict | None = None, tls: tuple[Path, Path] | None = None) -> None:
+        self.base = base
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.storage = base / "storage"
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log = base / "registry.log"
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": False}},
+            "storage": {"filesystem": {"rootdirectory": str(self.storage)}, "delete": {"enabled": True}},
+            "http": {"addr": self.host, "secret": "kapal-test"},
+        }
+        if auth:
+            config["auth"] = auth
+        if tls:
+            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+        self.scheme = "https" if tls else "http"
+        self.config = base / "config.yml"
+        # JSON is YAML: no YAML library needed.
+        self.config.write_text(json.dumps(config))
+
+    def start(self) -> Registry:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [REGISTRY_BIN, "serve", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"docker-registry did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def blob_path(self, digest: str) -> Path:
+        hexpart = digest.partition(":")[2]
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+
+
+@pytest.fixture
+def registry(scratch: Path) -> Iterator[Registry]:
+    instance = Registry(scratch / "registry").start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def htpasswd_file(path: Path, user: str, password: str) -> Path:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+    path.write_text(f"{user}:{hashed}\n")
+    return path
+
+
+class TestCA:
+    """A CA and a server certificate for 127.0.0.1, made with cryptography."""
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        import ipaddress
+
+        directory.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kapal test CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        self.ca_key = ca_key
+        self.ca_cert = ca_cert
+        self.ca_path = directory / "ca.crt"
+        self.ca_path.write_bytes(ca_cert.public_bytes(pem))
+        self.cert_path = directory / "server.crt"
+        self.cert_path.write_bytes(cert.public_bytes(pem))
+        self.key_path = directory / "server.key"
+        self.key_path.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+
+    def install(self, certs_d: Path, host: str) -> None:
+        target = certs_d / host
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "ca.crt").write_bytes(self.ca_path.read_bytes())
+
+
+@pytest.fixture
+def certs_d(scratch: Path) -> Path:
+    path = scratch / "certs.d"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def kapald(scratch: Path, certs_d: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    """A kapald whose certs.d is the test's, and whose CLI keeps its config.json in the test's directory."""
+    monkeypatch.setenv("KAPAL_CERTS_D", str(certs_d))
+    monkeypatch.setenv("DOCKER_CONFIG", str(scratch / "docker-config"))
+    instance = Daemon(scratch / "daemon")
+    instance.base.mkdir()
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        clean_up_after(instance.base)
+
+
+@pytest.fixture
+def busybox_image(kapald: Daemon, busybox_rootfs: Path) -> str:
+    result = kapald.kapal(
+        "import",
+        "--change",
+        'CMD ["sh"]',
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        str(busybox_rootfs),
+        "busybox:latest",
+    )
+    return result.stdout.decode().strip()
+
+

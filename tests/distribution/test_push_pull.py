@@ -1,0 +1,52 @@
+"""Push to and pull from a real registry (docker-registry on loopback), through kapald and its CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from registries import Registry, busybox_image, certs_d, kapald, registry  # noqa: F401 - fixtures
+
+from conftest import Daemon
+
+
+def inspect(daemon: Daemon, name: str) -> dict:
+    return json.loads(daemon.kapal("image", "inspect", name).stdout)[0]
+
+
+def test_push_delete_pull_run(kapald: Daemon, busybox_image: str, registry: Registry) -> None:
+    name = f"{registry.host}/test/busybox:v1"
+    kapald.kapal("tag", "busybox:latest", name)
+    pushed = kapald.kapal("push", name).stdout.decode()
+    assert f"The push refers to repository [{registry.host}/test/busybox]" in pushed
+    assert "Pushed" in pushed
+    digest = pushed.split("digest: ", 1)[1].split()[0]
+    assert inspect(kapald, name)["RepoDigests"] == [f"{registry.host}/test/busybox@{digest}"]
+
+    # Pushing again sends nothing: every blob is already there.
+    again = kapald.kapal("push", name).stdout.decode()
+    assert "Layer already exists" in again and "Pushed" not in again
+    assert f"digest: {digest}" in again
+
+    kapald.kapal("rmi", name, "busybox:latest")
+    assert kapald.kapal("image", "inspect", busybox_image, check=False).returncode != 0
+
+    pulled = kapald.kapal("pull", name).stdout.decode()
+    assert "Pull complete" in pulled
+    assert f"Digest: {digest}" in pulled
+    assert f"Status: Downloaded newer image for {name}" in pulled
+    image = inspect(kapald, name)
+    assert image["Id"] == busybox_image
+    assert image["RepoDigests"] == [f"{registry.host}/test/busybox@{digest}"]
+
+    assert "Image is up to date" in kapald.kapal("pull", name).stdout.decode()
+    run = kapald.kapal("run", "--rm", name, "echo", "pulled and running")
+    assert run.stdout.decode().strip() == "pulled and running"
+
+    # By digest, and the digest survives save.
+    kapald.kapal("rmi", name)
+    by_digest = f"{registry.host}/test/busybox@{digest}"
+    kapald.kapal("pull", by_digest)
+    assert inspect(kapald, by_digest)["Id"] == busybox_image
+    saved = kapald.kapal("save", by_digest).stdout
+    assert len(saved) > 100_000
