@@ -436,7 +436,9 @@ def describe_network_error(error: BaseException, url: str) -> str:
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
         return f"tls: failed to verify certificate of {url}: {error.certificate_error}"
     if isinstance(error, aiohttp.ClientConnectorError):
-        return f"dial {url}: {error.os_error.strerror or error.os_error}"
+        number = error.os_error.errno
+        reason = os.strerror(number).lower() if number else str(error.os_error)
+        return f"dial tcp {url.split('://', 1)[-1]}: connect: {reason}"
     if isinstance(error, asyncio.TimeoutError):
         return f"timeout talking to {url}"
     text = str(error) or type(error).__name__

@@ -159,7 +159,8 @@ class TestCA:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
             )
             .sign(ca_key, hashes.SHA256())
         )
@@ -217,3 +218,76 @@ def busybox_image(kapald: Daemon, busybox_rootfs: Path) -> str:
     return result.stdout.decode().strip()
 
 
+def registry_request(
+    registry: Registry, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request to a plain-HTTP test registry (to build what kapal would not push: an index)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        connection.close()
+
+
+def put_blob(registry: Registry, repository: str, data: bytes) -> str:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, headers, _ = registry_request(registry, "POST", f"/v2/{repository}/blobs/uploads/")
+    assert status == 202, status
+    location = headers["Location"]
+    separator = "&" if "?" in location else "?"
+    path = location.split(registry.host, 1)[-1]
+    status, _, body = registry_request(
+        registry,
+        "PUT",
+        f"{path}{separator}digest={digest}",
+        data,
+        {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+    )
+    assert status == 201, (status, body)
+    return digest
+
+
+def put_manifest(registry: Registry, repository: str, reference: str, data: bytes, media_type: str) -> str:
+    import hashlib
+
+    status, _, body = registry_request(
+        registry, "PUT", f"/v2/{repository}/manifests/{reference}", data, {"Content-Type": media_type}
+    )
+    assert status == 201, (status, body)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def get_manifest(registry: Registry, repository: str, reference: str) -> bytes:
+    accept = (
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    )
+    status, _, body = registry_request(
+        registry, "GET", f"/v2/{repository}/manifests/{reference}", b"", {"Accept": accept}
+    )
+    assert status == 200, (status, body)
+    return body
+
+
+def rootfs_with_file(busybox_rootfs: Path, out: Path, name: str, size: int) -> Path:
+    """The busybox rootfs plus one file of *size* random bytes (an incompressible layer)."""
+    import shutil
+    import tarfile
+
+    shutil.copyfile(busybox_rootfs, out)
+    random_file = out.with_suffix(".bin")
+    with open(random_file, "wb") as sink:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            sink.write(os.urandom(n))
+            left -= n
+    with tarfile.open(out, "a") as tar:
+        tar.add(random_file, arcname=name)
+    random_file.unlink()
+    return out

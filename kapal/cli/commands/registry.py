@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 _HUB = "https://index.docker.io/v1/"
+# States repeated with a byte count; without a terminal docker prints none of them.
+_PROGRESS_STATES = {"Downloading", "Extracting", "Pushing"}
 
 
 def _parse(name: str, default_tag: bool) -> reference.Reference:
@@ -57,7 +59,7 @@ def display(messages: Iterator[dict[str, Any]], quiet: bool) -> None:
     for message in messages:
         if "errorDetail" in message or "error" in message:
             _fail(message)
-        if "status" not in message or (message.get("progressDetail") or {}).get("total"):
+        if "status" not in message or message["status"] in _PROGRESS_STATES:
             continue
         prefix = f"{message['id']}: " if message.get("id") else ""
         print(f"{prefix}{message['status']}", flush=True)
