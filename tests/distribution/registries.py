@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, clean_up_after
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -114,11 +113,12 @@ class TestCA:
     """A CA and a server certificate for 127.0.0.1, made with cryptography."""
 
     def __init__(self, directory: Path) -> None:
+        import ipaddress
+
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
-        import ipaddress
 
         directory.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)

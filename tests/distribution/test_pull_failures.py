@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures are imported from registries.py and named as arguments
 """Pulls that go wrong: a registry killed mid-download, a tampered blob, names that do not exist."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import KAPAL, Daemon
 from registries import (  # noqa: F401 - fixtures
     Registry,
     busybox_image,
@@ -16,8 +18,6 @@ from registries import (  # noqa: F401 - fixtures
     registry,
     rootfs_with_file,
 )
-
-from conftest import KAPAL, Daemon
 
 
 def blobs(daemon: Daemon) -> set[str]:

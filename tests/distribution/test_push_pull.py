@@ -1,13 +1,12 @@
+# ruff: noqa: F811 - pytest fixtures are imported from registries.py and named as arguments
 """Push to and pull from a real registry (docker-registry on loopback), through kapald and its CLI."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-from registries import Registry, busybox_image, certs_d, kapald, registry  # noqa: F401 - fixtures
 
 from conftest import Daemon
+from registries import Registry, busybox_image, certs_d, kapald, registry  # noqa: F401 - fixtures
 
 
 def inspect(daemon: Daemon, name: str) -> dict:
