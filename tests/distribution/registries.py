@@ -109,7 +109,7 @@ def htpasswd_file(path: Path, user: str, password: str) -> Path:
     return path
 
 
-class TestCA:
+class CertificateAuthority:
     """A CA and a server certificate for 127.0.0.1, made with cryptography."""
 
     def __init__(self, directory: Path) -> None:
@@ -291,3 +291,119 @@ def rootfs_with_file(busybox_rootfs: Path, out: Path, name: str, size: int) -> P
         tar.add(random_file, arcname=name)
     random_file.unlink()
     return out
+
+
+class TokenIssuer:
+    """A token server as distribution's token auth expects: JWTs (ES256, x5c) naming granted access.
+
+    Users with a password get what they ask for; anonymous callers may only pull ``public/*``.
+    It runs an aiohttp app on its own event loop in a thread and records every request.
+    """
+
+    def __init__(self, directory: Path, users: dict[str, str]) -> None:
+        import asyncio
+        import threading
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.users = users
+        self.issuer = "kapal-test-issuer"
+        self.service = "kapal-test-registry"
+        self.requests: list[dict] = []
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kapal token issuer")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = directory / "token-ca.pem"
+        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        import base64
+
+        self.x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        self.realm = f"http://127.0.0.1:{self.port}/token"
+
+    async def _start(self) -> int:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/token", self._token)
+        app.router.add_post("/token", self._token)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _token(self, request):  # noqa: ANN001, ANN202 - an aiohttp handler
+        import base64
+        import secrets as random
+        import time
+
+        import jwt
+        from aiohttp import web
+
+        account = ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            if self.users.get(user) != password:
+                return web.json_response(
+                    {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}, status=401
+                )
+            account = user
+        scopes = request.query.getall("scope", [])
+        self.requests.append({"account": account, "scopes": scopes})
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            wanted = [a for a in actions.split(",") if a]
+            granted = wanted if account else [a for a in wanted if a == "pull" and name.startswith("public/")]
+            access.append({"type": kind, "name": name, "actions": granted})
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": account,
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": random.token_hex(8),
+            "access": access,
+        }
+        token = jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": self.x5c})
+        return web.json_response({"token": token, "access_token": token, "expires_in": 300})
+
+    def auth_config(self) -> dict:
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": self.service,
+                "issuer": self.issuer,
+                "rootcertbundle": str(self.bundle),
+            }
+        }
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
