@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import fcntl
 import os
 import threading
@@ -26,6 +27,10 @@ from kapal.content.store import ContentStore, fsync_dir, storage_error
 from kapal.errors import Conflict, DigestMismatch
 
 _READ = 1 << 20
+# Writeback is started every this many bytes, so the fsync at the end has little left to wait for.
+_WRITEBACK_STEP = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class FeedAbandoned(Exception):
@@ -110,12 +115,13 @@ class PartialBlob:
             raise Conflict(f"blob {digest} is being downloaded by another operation") from None
         self._fd = fd
         self.size = os.fstat(fd).st_size
+        self._flushed = self.size
         os.lseek(fd, 0, os.SEEK_END)
 
     def reset(self) -> None:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self.size = 0
+        self.size = self._flushed = 0
 
     def append(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -126,6 +132,15 @@ class PartialBlob:
         except OSError as error:
             raise storage_error(error, f"writing blob {self.digest}") from error
         self.size += len(data)
+        if self.size - self._flushed >= _WRITEBACK_STEP:
+            # Asynchronous: the kernel starts writing while the download goes on.
+            _libc.sync_file_range(
+                self._fd,
+                ctypes.c_int64(self._flushed),
+                ctypes.c_int64(self.size - self._flushed),
+                _SYNC_FILE_RANGE_WRITE,
+            )
+            self._flushed = self.size
 
     def read_at(self, offset: int, n: int) -> bytes:
         return os.pread(self._fd, n, offset)
