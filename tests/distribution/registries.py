@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, clean_up_after
+from conftest import Daemon, clean_up_after, import_busybox
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
@@ -206,16 +206,7 @@ def kapald(scratch: Path, certs_d: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 @pytest.fixture
 def busybox_image(kapald: Daemon, busybox_rootfs: Path) -> str:
-    result = kapald.kapal(
-        "import",
-        "--change",
-        'CMD ["sh"]',
-        "--change",
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        str(busybox_rootfs),
-        "busybox:latest",
-    )
-    return result.stdout.decode().strip()
+    return import_busybox(kapald, busybox_rootfs)
 
 
 def registry_request(
