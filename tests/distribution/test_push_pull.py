@@ -49,3 +49,30 @@ def test_push_delete_pull_run(kapald: Daemon, busybox_image: str, registry: Regi
     assert inspect(kapald, by_digest)["Id"] == busybox_image
     saved = kapald.kapal("save", by_digest).stdout
     assert len(saved) > 100_000
+
+
+def test_pull_on_a_terminal_draws_progress_bars(
+    kapald: Daemon, busybox_image: str, registry: Registry
+) -> None:
+    import shutil
+    import subprocess
+
+    from conftest import KAPAL
+
+    script = shutil.which("script")
+    if script is None:
+        import pytest
+
+        pytest.skip("script(1) is not installed")
+    name = f"{registry.host}/test/tty:v1"
+    kapald.kapal("tag", "busybox:latest", name)
+    kapald.kapal("push", name)
+    kapald.kapal("rmi", name, "busybox:latest")
+    command = f"{KAPAL} -H {kapald.host} pull {name}"
+    result = subprocess.run([script, "-qec", command, "/dev/null"], capture_output=True, timeout=120)
+    import re
+
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout.decode(errors="replace"))
+    assert result.returncode == 0, out
+    assert "Pull complete" in out and f"Status: Downloaded newer image for {name}" in out
+    assert inspect(kapald, name)["Id"] == busybox_image

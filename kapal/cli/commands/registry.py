@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _HUB = "https://index.docker.io/v1/"
 # States repeated with a byte count; without a terminal docker prints none of them.
 _PROGRESS_STATES = {"Downloading", "Extracting", "Pushing"}
+_DONE_STATES = {"Pull complete", "Already exists", "Pushed", "Layer already exists"}
 
 
 def _parse(name: str, default_tag: bool) -> reference.Reference:
@@ -66,6 +67,7 @@ def display(messages: Iterator[dict[str, Any]], quiet: bool) -> None:
 
 
 def _display_bars(messages: Iterator[dict[str, Any]]) -> None:
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
@@ -79,25 +81,21 @@ def _display_bars(messages: Iterator[dict[str, Any]]) -> None:
             if not status:
                 continue
             if not layer or status.startswith("Pulling from"):
-                progress.console.print(f"{layer}: {status}" if layer else status)
+                progress.console.print(
+                    f"{layer}: {status}" if layer else status, highlight=False, markup=False
+                )
                 continue
             detail = message.get("progressDetail") or {}
             task = tasks.get(layer)
             if task is None:
-                task = tasks[layer] = progress.add_task(f"{layer}: {status}", total=None)
-            progress.update(
-                task,
-                description=f"{layer}: {status}",
-                completed=detail.get("current"),
-                total=detail.get("total") or None,
-            )
-            if status in (
-                "Pull complete",
-                "Already exists",
-                "Pushed",
-                "Layer already exists",
-            ) or status.startswith("Mounted from"):
-                progress.update(task, total=1, completed=1)
+                task = tasks[layer] = progress.add_task(escape(f"{layer}: {status}"), total=None)
+            fields: dict[str, Any] = {"description": escape(f"{layer}: {status}")}
+            if detail.get("total"):
+                fields.update(completed=detail.get("current", 0), total=detail["total"])
+            elif status in _DONE_STATES or status.startswith("Mounted from"):
+                total = progress.tasks[task].total
+                fields.update(completed=total or 1, total=total or 1)
+            progress.update(task, **fields)
 
 
 def pull(ctx: Context, prog: str, args: list[str]) -> int:
