@@ -107,6 +107,11 @@ class Engine:
             self._distribution = Distribution(self.images, self.db, self.registry_options)
         return self._distribution
 
+    async def close_distribution(self) -> None:
+        """Close the registry client's connections (from the event loop they belong to)."""
+        if self._distribution is not None:
+            await self._distribution.close()
+
     @property
     def execs(self) -> ExecService:
         if self._execs is None:

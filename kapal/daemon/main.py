@@ -93,8 +93,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
             cfg.pidfile_path.unlink()
         except FileNotFoundError:
             pass
-        if engine._distribution is not None:
-            await engine._distribution.close()
+        await engine.close_distribution()
         engine.close()
 
 
