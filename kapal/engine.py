@@ -11,7 +11,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kapal.build.cache import BuildCache
 from kapal.container.exec import ExecService
@@ -26,6 +26,9 @@ from kapal.image.store import ImageStore
 from kapal.metadata import Database
 from kapal.network.service import NetworkOptions, NetworkService
 from kapal.volume.service import VolumeService
+
+if TYPE_CHECKING:
+    from kapal.distribution.service import Distribution
 
 log = logging.getLogger("kapald")
 
@@ -66,6 +69,8 @@ class Engine:
         self._networks: NetworkService | None = None
         self._volumes: VolumeService | None = None
         self._builder: Any = None
+        self.registry_options: Any = None  # kapal.distribution.client.RegistryOptions, set by the daemon
+        self._distribution: Any = None
 
     @property
     def containers(self) -> ContainerService:
@@ -107,6 +112,20 @@ class Engine:
 
             self._builder = BuildService(self)
         return self._builder
+
+    @property
+    def distribution(self) -> Distribution:
+        """Pull, push and login; aiohttp is loaded only when a registry is first used."""
+        if self._distribution is None:
+            from kapal.distribution.service import Distribution
+
+            self._distribution = Distribution(self.images, self.db, self.registry_options)
+        return self._distribution
+
+    async def close_distribution(self) -> None:
+        """Close the registry client's connections (from the event loop they belong to)."""
+        if self._distribution is not None:
+            await self._distribution.close()
 
     @property
     def execs(self) -> ExecService:

@@ -120,6 +120,21 @@ MIGRATIONS: list[str] = [
         last_used REAL NOT NULL
     );
     """,
+    """
+    -- Where layer blobs came from or went (registry, repository), for cross-repository mounts on
+    -- push; registry '' marks a compressed blob kapal made from an uncompressed layer, so a layer
+    -- is compressed once and every push sends the same bytes under the same digest.
+    CREATE TABLE distribution_blobs (
+        digest TEXT NOT NULL,             -- the (compressed) blob
+        diff_id TEXT NOT NULL,            -- the uncompressed layer it carries
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        registry TEXT NOT NULL,           -- docker.io, 127.0.0.1:5000; '' for local compression
+        repository TEXT NOT NULL,         -- library/busybox; ''
+        PRIMARY KEY (digest, registry, repository)
+    );
+    CREATE INDEX distribution_blobs_diff ON distribution_blobs(diff_id);
+    """,
 ]
 
 

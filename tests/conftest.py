@@ -211,6 +211,11 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def busybox(daemon: Daemon, busybox_rootfs: Path) -> str:
     """busybox:latest imported into the test's daemon; returns its image ID."""
+    return import_busybox(daemon, busybox_rootfs)
+
+
+def import_busybox(daemon: Daemon, busybox_rootfs: Path) -> str:
+    """Import the offline busybox rootfs as busybox:latest, as an image Docker would run."""
     result = daemon.kapal(
         "import",
         "--change",

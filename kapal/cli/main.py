@@ -17,6 +17,8 @@ Common Commands:
   run         Create and run a new container from an image
   exec        Execute a command in a running container
   ps          List containers
+  pull        Download an image from a registry
+  push        Upload an image to a registry
   images      List images
   version     Show the kapal version information
   info        Display system-wide information
@@ -43,6 +45,8 @@ Commands:
   inspect     Return low-level information on objects
   kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  login       Authenticate to a registry
+  logout      Log out from a registry
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
   port        List port mappings or a specific mapping for the container
@@ -74,6 +78,7 @@ _IMAGES = "kapal.cli.commands.images"
 _SYSTEM = "kapal.cli.commands.system"
 _NETWORKS = "kapal.cli.commands.networks"
 _VOLUMES = "kapal.cli.commands.volumes"
+_REGISTRY = "kapal.cli.commands.registry"
 _FILES = "kapal.cli.commands.container_files"
 _BUILD = "kapal.cli.commands.build"
 _FILE_VERBS = ["cp", "diff", "commit", "export", "top", "stats", "update"]
@@ -112,6 +117,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": (_IMAGES, "inspect"),
     "port": (_NETWORKS, "port"),
     "build": (_BUILD, "build"),
+    **{verb: (_REGISTRY, verb) for verb in ("pull", "push", "login", "logout")},
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "container": {
@@ -138,6 +144,8 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "import": (_IMAGES, "import_"),
         "prune": (_IMAGES, "prune"),
         "build": (_BUILD, "build"),
+        "pull": (_REGISTRY, "pull"),
+        "push": (_REGISTRY, "push"),
     },
     "builder": {
         "build": (_BUILD, "build"),

@@ -37,6 +37,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
 
     from kapal.container.service import RuntimeOptions
     from kapal.daemon.app import create_app
+    from kapal.distribution.client import RegistryOptions
     from kapal.engine import Engine
     from kapal.network.service import NetworkOptions
     from kapal.runtime import cgroups
@@ -59,6 +60,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
             )
             options.default_runtime = "runc"
     engine = Engine(cfg.data_root, cfg.exec_root, options, NetworkOptions.from_config(cfg.extra))
+    engine.registry_options = RegistryOptions.from_config(cfg.extra)
     Path(cfg.exec_root).mkdir(parents=True, exist_ok=True)
     _write_pidfile(cfg.pidfile_path)
     await asyncio.to_thread(engine.recover)
@@ -91,6 +93,7 @@ async def serve(cfg: daemon_config.DaemonConfig) -> None:
             cfg.pidfile_path.unlink()
         except FileNotFoundError:
             pass
+        await engine.close_distribution()
         engine.close()
 
 

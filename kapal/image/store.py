@@ -339,6 +339,14 @@ class ImageStore:
                 if r["index_digest"]
             )
             layers = {r["diff_id"] for r in self.db.query("SELECT DISTINCT diff_id FROM image_layers")}
+            # Compressed forms of stored layers, made once for push (kapal.distribution.push).
+            blobs.update(
+                r["digest"]
+                for r in self.db.query(
+                    "SELECT digest FROM distribution_blobs WHERE registry = '' AND diff_id IN"
+                    " (SELECT diff_id FROM image_layers)"
+                )
+            )
             layers.update(self.extra_layer_roots())
             blobs.update(self.extra_blob_roots())
             removed_blobs = self.content.sweep(blobs)

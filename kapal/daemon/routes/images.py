@@ -20,6 +20,7 @@ from aiohttp import web
 from kapal import reference
 from kapal.daemon.app import ENGINE, Routes, api_version, json_response
 from kapal.daemon.filters import bool_filter, check_keys, glob_match, labels_match, parse_filters
+from kapal.daemon.routes import distribution
 from kapal.daemon.streams import ResponseWriter, body_reader, json_progress
 from kapal.errors import InvalidArgument, NotImplementedYet
 from kapal.image import archive
@@ -335,10 +336,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     source = request.query.get("fromSrc")
     if request.query.get("fromImage"):
-        raise NotImplementedYet(
-            f"pulling {request.query['fromImage']} is not supported yet: kapal cannot reach registries; "
-            "use `kapal load` or `kapal import`"
-        )
+        return await distribution.pull_image(request)
     if not source:
         raise InvalidArgument("either fromSrc or fromImage must be given")
     if source != "-":
@@ -372,4 +370,5 @@ def register(routes: Routes) -> None:
     routes.get("/images/{name:.+}/history", image_history)
     routes.get("/images/{name:.+}/get", save_images)
     routes.post("/images/{name:.+}/tag", tag_image)
+    distribution.register(routes)
     routes.delete("/images/{name:.+}", delete_image)

@@ -1,0 +1,1 @@
+"""The registry client: pull, push and login over the OCI distribution protocol."""
