@@ -35,6 +35,7 @@ from kapal.errors import Conflict, Forbidden, InvalidArgument, KapalError, NotFo
 from kapal.events import EventBus
 from kapal.metadata import Database
 from kapal.network import bridge as links
+from kapal.network.firewall import ForwardAccept
 from kapal.network.ipam import IPAM, Endpoint, Network, PortMapping
 from kapal.network.nat import EPHEMERAL_RANGE, Forward, NatTable, PortReservations, Subnet
 
@@ -79,6 +80,7 @@ class NetworkService:
         self.events = events
         self.ipam = IPAM(db)
         self.nat = NatTable(f"kapal-{options.bridge}")
+        self.firewall = ForwardAccept(f"kapal-{options.bridge}")
         self.ports = PortReservations()
         self.containers: Any = None  # the ContainerService, for names and connect/disconnect
         self._lock = threading.RLock()
@@ -305,6 +307,7 @@ class NetworkService:
             for p in e.ports
         ]
         self.nat.apply(subnets, forwards)
+        self.firewall.apply({s.bridge for s in subnets})
 
     def recover(self) -> None:
         """After a daemon (re)start: adopt the bridges and rules of containers that kept running."""
@@ -349,6 +352,7 @@ class NetworkService:
                     self.nat.remove()
                 except KapalError as error:
                     log.warning("removing NAT rules: %s", error)
+                self.firewall.remove()
                 for network in self.ipam.networks():
                     if network.bridge:
                         try:

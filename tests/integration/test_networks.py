@@ -540,3 +540,41 @@ def test_docker_cli_alias_resolution_and_network_events(daemon: NetDaemon, busyb
     actions = [line.split()[0] for line in out(events).splitlines()]
     assert actions[0] == "create" and actions[-1] == "destroy"
     assert actions.count("connect") >= 2 and actions.count("disconnect") >= 2
+
+
+def test_beside_a_firewall_that_drops_forwarded_traffic(daemon: NetDaemon, busybox: str) -> None:
+    """dockerd sets iptables' FORWARD policy to DROP (and loads br_netfilter, which sends bridged
+    traffic through it): kapal accepts its own bridges' traffic there, and takes it back after."""
+    if shutil.which("iptables") is None or not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+        pytest.skip("needs iptables and br_netfilter (what makes a DROP policy reach bridged traffic)")
+    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() != "1":
+        pytest.skip("bridged traffic does not pass through iptables on this host")
+    listing = out(subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True))
+    policy = "DROP" if "-P FORWARD DROP" in listing else "ACCEPT"
+    subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)
+    try:
+        daemon.kapal("network", "create", "walled")
+        daemon.kapal(
+            "run",
+            "-d",
+            "--name",
+            "wsrv",
+            "--network",
+            "walled",
+            "busybox",
+            "sh",
+            "-c",
+            HTTPD.replace("$N", "w"),
+        )
+        assert http_get(daemon, "walled", "wsrv") == "page-w\n"
+        tagged = out(subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True))
+        assert f"kapal:{daemon.table}" in tagged
+        daemon.kapal("rm", "-f", "wsrv")
+        daemon.kapal("network", "rm", "walled")
+        daemon.stop()  # nothing runs: every rule of the daemon's goes
+        assert f"kapal:{daemon.table}" not in out(
+            subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True)
+        )
+        daemon.start()
+    finally:
+        subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
