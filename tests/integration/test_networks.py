@@ -152,7 +152,9 @@ def test_containers_reach_each_other_on_the_default_bridge(daemon: NetDaemon, bu
     server = run_httpd(daemon, "server", free_port())
     address = out(daemon.kapal("inspect", "-f", "{{.NetworkSettings.IPAddress}}", server)).strip()
     for _ in range(50):
-        result = daemon.kapal("run", "--rm", "busybox", "wget", "-qO-", f"http://{address}/", check=False)
+        result = daemon.kapal(
+            "run", "--rm", "busybox", "wget", "-T", "3", "-qO-", f"http://{address}/", check=False
+        )
         if result.returncode == 0:
             break
         time.sleep(0.1)
@@ -282,7 +284,17 @@ def test_user_defined_network(daemon: NetDaemon, busybox: str) -> None:
     assert subnet.startswith("10.89.") and not subnet.startswith("10.89.0.")
     for _ in range(50):
         result = daemon.kapal(
-            "run", "--rm", "--network", "appnet", "busybox", "wget", "-qO-", f"http://{address}/", check=False
+            "run",
+            "--rm",
+            "--network",
+            "appnet",
+            "busybox",
+            "wget",
+            "-T",
+            "3",
+            "-qO-",
+            f"http://{address}/",
+            check=False,
         )
         if result.returncode == 0:
             break
