@@ -526,6 +526,7 @@ class NetworkService:
                 self._apply_nat()
         if container.running and not network.builtin:
             self._serve_dns(container, container.state.pid)
+            self._use_embedded_dns(container)
         if container.running:
             self._publish("connect", network, container=container.id)
         container.network_settings = self.settings(container, container.state.pid if container.running else 0)
@@ -571,6 +572,24 @@ class NetworkService:
             self._dns.serve(container.id, pid, upstreams)
         except OSError as error:
             log.warning("embedded DNS for %s: %s", container.short_id, error)
+
+    def _use_embedded_dns(self, container: Container) -> None:
+        """A running container that joins its first user network resolves through 127.0.0.11 from
+        now on, as in Docker. Written in place: the file is bind-mounted into the container."""
+        from kapal.container.etc_files import resolv_conf
+
+        hc = container.host_config
+        path = self.containers.path(container) / "resolv.conf"
+        try:
+            if "127.0.0.11" in path.read_text():
+                return
+            text = resolv_conf(
+                hc.get("Dns") or [], hc.get("DnsSearch") or [], hc.get("DnsOptions") or [], embedded_dns=True
+            )
+            with open(path, "w") as file:
+                file.write(text)
+        except OSError as error:
+            log.warning("updating the resolv.conf of %s: %s", container.short_id, error)
 
     def resume(self, running: list[Container]) -> None:
         """After a daemon restart: serve DNS again to running containers on user-defined networks."""

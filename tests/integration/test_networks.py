@@ -590,3 +590,25 @@ def test_beside_a_firewall_that_drops_forwarded_traffic(daemon: NetDaemon, busyb
         daemon.start()
     finally:
         subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
+
+
+def test_live_connect_gives_a_running_container_the_names_of_the_network(
+    daemon: NetDaemon, busybox: str
+) -> None:
+    daemon.kapal("network", "create", "late")
+    daemon.kapal(
+        "run", "-d", "--name", "lsrv", "--network", "late", "busybox", "sh", "-c", HTTPD.replace("$N", "late")
+    )
+    daemon.kapal("run", "-d", "--name", "lcli", "busybox", "sleep", "300")  # on the default bridge
+    daemon.kapal("network", "connect", "late", "lcli")
+    fetch_server = ("exec", "lcli", "sh", "-c", HTTP_GET.format(host="lsrv"))
+    for _ in range(50):
+        page = out(daemon.kapal(*fetch_server, check=False))
+        if page:
+            break
+        time.sleep(0.1)
+    assert page == "page-late\n"
+    assert "nameserver 127.0.0.11" in out(daemon.kapal("exec", "lcli", "cat", "/etc/resolv.conf"))
+    daemon.kapal("network", "disconnect", "late", "lcli")
+    assert out(daemon.kapal(*fetch_server, check=False)) == ""
+    daemon.kapal("rm", "-f", "lsrv", "lcli")
