@@ -36,6 +36,10 @@ class NetworkSetupError(KapalError):
     """The kernel refused a network change (the netlink error is in the message)."""
 
 
+class BridgeMissing(NetworkSetupError):
+    """The bridge a container should join is gone (someone deleted it under kapald)."""
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -281,7 +285,7 @@ def add_veth(
         with IPRoute() as ipr:
             master = _index(ipr, bridge)
             if master is None:
-                raise NetworkSetupError(f"bridge {bridge} does not exist")
+                raise BridgeMissing(f"bridge {bridge} does not exist")
             pair = {
                 "ifname": host_ifname,
                 "kind": "veth",

@@ -262,6 +262,14 @@ class NetworkService:
             ) from None
         self._lock_fd = fd
 
+    def _claimable(self) -> bool:
+        """Whether this daemon may own the default bridge's name (no other kapald holds it)."""
+        try:
+            self._claim()
+        except Conflict:
+            return False
+        return True
+
     def _ensure_up(self, network: Network) -> Network:
         """Bring *network*'s bridge up (once per daemon); returns the network as it now is.
 
@@ -347,7 +355,8 @@ class NetworkService:
             self.ports.release_all()
             if self.ipam.endpoints():
                 log.info("leaving kapal's bridges and NAT rules for the containers still running")
-            elif self._lock_fd is not None or self.nat.exists():
+            elif self._lock_fd is not None or (self.nat.exists() and self._claimable()):
+                # ours, or left by a crashed run of ours: another kapald's live bridge is never touched
                 try:
                     self.nat.remove()
                 except KapalError as error:
@@ -457,18 +466,28 @@ class NetworkService:
         return self.settings(container, pid)
 
     def _plug(self, network: Network, endpoint: Endpoint, pid: int, default_route: bool) -> None:
-        links.add_veth(
-            network.bridge,
-            endpoint.host_ifname,
-            pid,
-            endpoint.ifname,
-            endpoint.address,
-            network.prefixlen,
-            network.gateway,
-            endpoint.mac,
-            self.options.mtu,
-            default_route=default_route,
-        )
+        """The container's veth on *network*; a bridge deleted under kapald is made again, once."""
+        for attempt in (1, 2):
+            try:
+                links.add_veth(
+                    network.bridge,
+                    endpoint.host_ifname,
+                    pid,
+                    endpoint.ifname,
+                    endpoint.address,
+                    network.prefixlen,
+                    network.gateway,
+                    endpoint.mac,
+                    self.options.mtu,
+                    default_route=default_route,
+                )
+                return
+            except links.BridgeMissing:
+                if attempt == 2:
+                    raise
+                log.warning("bridge %s was deleted under kapald: making it again", network.bridge)
+                self._up.discard(network.id)
+                self._ensure_up(network)
 
     def detach(self, container: Container) -> None:
         if self._dns is not None:

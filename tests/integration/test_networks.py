@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, clean_up_after
+from conftest import Daemon, clean_up_after, import_busybox
 
 HTTPD = "mkdir -p /srv && echo page-$N > /srv/index.html && httpd -f -p 80 -h /srv"
 
@@ -612,3 +612,31 @@ def test_live_connect_gives_a_running_container_the_names_of_the_network(
     daemon.kapal("network", "disconnect", "late", "lcli")
     assert out(daemon.kapal(*fetch_server, check=False)) == ""
     daemon.kapal("rm", "-f", "lsrv", "lcli")
+
+
+def test_a_second_daemon_on_the_same_bridge_leaves_it_alone(
+    daemon: NetDaemon, busybox: str, busybox_rootfs: Path
+) -> None:
+    """A kapald that stops must never remove another live kapald's bridge and rules (a benchmark's
+    daemon on the default bridge name once took a running daemon's kapal0 with it)."""
+    port = free_port()
+    run_httpd(daemon, "owner", port)
+    assert fetch(port) == "page-owner\n"
+    other = Daemon(daemon.base / "other")
+    other.base.mkdir()
+    (other.base / "daemon.json").write_text(json.dumps({"bridge": daemon.bridge}))
+    other.start()
+    try:
+        import_busybox(other, busybox_rootfs)  # never a pull: tests stay off the internet
+        refused = other.kapal("run", "--rm", "busybox", "true", check=False)
+        assert refused.returncode != 0 and "in use by another kapald" in err(refused)
+    finally:
+        other.stop()  # no clean_up_after: it would remove the bridge named in other's daemon.json
+    assert daemon.bridge in links() and nft_rules(daemon.table) > 0
+    assert fetch(port) == "page-owner\n"
+    # a bridge deleted under the daemon is made again for the next container
+    daemon.kapal("rm", "-f", "owner")
+    subprocess.run(["ip", "link", "del", daemon.bridge], check=True)
+    run_httpd(daemon, "again", port)
+    assert fetch(port) == "page-again\n"
+    daemon.kapal("rm", "-f", "again")
