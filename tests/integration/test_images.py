@@ -281,3 +281,13 @@ def test_layer_content_is_kept_exactly(daemon: Daemon, busybox: str) -> None:
     assert (layer_dir / "bin" / "sh").stat().st_ino == busybox_bin.stat().st_ino
     assert (layer_dir / "tmp").stat().st_mode & 0o7777 == 0o1777
     assert (layer_dir / "etc" / "passwd").read_text().startswith("root:x:0:0:")
+
+
+def test_system_df_counts_the_build_cache(daemon: Daemon, busybox: str, scratch: Path) -> None:
+    context = scratch / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM busybox\nRUN echo cached > /cached\nLABEL step=two\n")
+    daemon.kapal("build", "-q", "-t", "cached", str(context))
+    rows = {line.split()[0]: line for line in out(daemon.kapal("system", "df")).splitlines()}
+    assert re.match(r"^Build Cache\s+2\s+0\s+\S+kB", rows["Build"]), rows["Build"]
+    assert out(daemon.kapal("system", "df")) == out(daemon.docker("system", "df"))

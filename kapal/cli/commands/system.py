@@ -297,9 +297,9 @@ def df(ctx: Context, prog: str, args: list[str]) -> int:
             {
                 "Type": "Build Cache",
                 "TotalCount": str(len(cache)),
-                "Active": "0",
-                "Size": human_size(0),
-                "Reclaimable": human_size(0),
+                "Active": str(sum(1 for c in cache if c.get("InUse"))),
+                "Size": human_size(sum(c.get("Size", 0) for c in cache if not c.get("Shared"))),
+                "Reclaimable": human_size(sum(c.get("Size", 0) for c in cache if not c.get("InUse"))),
             },
         ]
     ]

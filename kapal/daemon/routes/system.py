@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import platform
 import time
@@ -256,9 +257,32 @@ async def system_df(request: web.Request) -> web.Response:
             "Images": summaries,
             "Containers": container_summaries,
             "Volumes": await asyncio.to_thread(volumes_df_json, engine.volumes),
-            "BuildCache": [],
+            "BuildCache": await asyncio.to_thread(build_cache_json, engine),
         }
     )
+
+
+def build_cache_json(engine: Any) -> list[dict[str, Any]]:
+    """Docker's ``BuildCacheRecord``s: one per cached build step (its layer's size, when it added one)."""
+    return [
+        {
+            "ID": entry["key"].removeprefix("sha256:")[:25],
+            "Parents": None,
+            "Type": "regular",
+            "Description": "",
+            "InUse": False,
+            "Shared": False,
+            "Size": int(entry["size"]),
+            "CreatedAt": _rfc3339(entry["created"]),
+            "LastUsedAt": _rfc3339(entry["last_used"]),
+            "UsageCount": 1,
+        }
+        for entry in engine.build_cache.entries()
+    ]
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def register(routes: Routes) -> None:
