@@ -24,6 +24,7 @@ from typing import Any
 
 from kapal.container import model, names
 from kapal.container.etc_files import write_etc_files
+from kapal.container.log_rotation import CONMON_CAP_FACTOR, LogRotator, RotatedLog
 from kapal.container.model import CREATED, DEAD, EXITED, PAUSED, REMOVING, RESTARTING, RUNNING, Container
 from kapal.container.mounts import (
     prepare_mounts,
@@ -117,6 +118,7 @@ class ContainerService:
         self._stopping: set[str] = set()
         self._runtimes: dict[str, OCIRuntime] = {}
         self.watcher = ExitWatcher(self._on_monitor_exit)
+        self.log_rotator = LogRotator()
         # Told when a container starts and when it stops (health checks); each has started()/stopped().
         self.listeners: list[Any] = []
         # Sets up a container's network once its process (and network namespace) exists, before the
@@ -225,6 +227,7 @@ class ContainerService:
                 container.network_settings = self.network.settings(container, 0)
             self._containers[container_id] = container
         try:
+            _log_limits(container)  # bad --log-opt values refuse the create, as in dockerd
             directory = self.path(container)
             for sub in ("upper", "work", "rootfs"):
                 (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -313,6 +316,7 @@ class ContainerService:
             if hc.get("Init"):
                 _add_init(spec)
             _write_json(directory / "config.json", spec)
+            max_size, max_file = _log_limits(container)
             if (runtime.root / container.id).exists():
                 runtime.delete(container.id)  # left over from a crash
             launched = monitor.launch_container(
@@ -325,7 +329,8 @@ class ContainerService:
                 bool(container.config.get("OpenStdin")),
                 # As dockerd: a TTY's stdin is never closed by a client leaving (it may detach)
                 stdin_once=bool(container.config.get("StdinOnce")) and not container.tty,
-                log_size_max=_log_size_max(container),
+                # Rotation is kapald's (log_rotation); conmon's cut only bounds the disk while it is down.
+                log_size_max=max_size * max_file * CONMON_CAP_FACTOR if max_file > 1 else max_size,
             )
         except KapalError as error:
             self._start_failed(container, error)
@@ -353,6 +358,7 @@ class ContainerService:
                 future.set_result(monitor.connect_attach(directory))
             except OSError as error:
                 future.set_exception(NotFound(f"attaching to {container.short_id}: {error}"))
+        self._watch_log(container)
         if not self.watcher.watch(launched.conmon_pid, container.id):
             self._on_monitor_exit(container.id)
             return
@@ -373,6 +379,16 @@ class ContainerService:
         for listener in self.listeners:
             listener.started(container)
         self.events.publish("container", "start", container.id, **self._event_attributes(container))
+
+    def _watch_log(self, container: Container) -> None:
+        if not _logs_enabled(container):
+            return
+        max_size, max_file = _log_limits(container)
+        if max_size and max_file > 1:
+            directory = self.path(container)
+            self.log_rotator.watch(
+                container.id, RotatedLog(directory / "ctr.log", directory, max_size, max_file)
+            )
 
     def save_state(self, container: Container) -> None:
         with self._lock:
@@ -481,6 +497,7 @@ class ContainerService:
             rootfs.unmount(self.path(container) / "rootfs")
 
     def _cleanup_runtime(self, container: Container) -> None:
+        self.log_rotator.forget(container.id)
         if self.network is not None:
             try:
                 self.network.detach(container)
@@ -750,6 +767,7 @@ class ContainerService:
                 ):
                     for listener in self.listeners:
                         listener.started(container)
+                    self._watch_log(container)
                     continue
                 self._on_monitor_exit(container.id)
             elif status == RESTARTING:
@@ -778,6 +796,7 @@ class ContainerService:
 
     def close(self) -> None:
         self.watcher.stop()
+        self.log_rotator.stop()
 
 
 class _NotModified(KapalError):
@@ -836,15 +855,24 @@ def _add_init(spec: dict[str, Any]) -> None:
     spec["process"]["args"] = ["/sbin/docker-init", "--", *spec["process"]["args"]]
 
 
-def _log_size_max(container: Container) -> int | None:
-    """json-file's ``max-size``: conmon keeps the log under it by truncating (no ``max-file``)."""
-    value = ((container.host_config.get("LogConfig") or {}).get("Config") or {}).get("max-size")
+def _log_limits(container: Container) -> tuple[int | None, int]:
+    """json-file's ``max-size`` and ``max-file`` (1 unless rotation is asked for)."""
+    options = (container.host_config.get("LogConfig") or {}).get("Config") or {}
+    value, files = options.get("max-size"), options.get("max-file") or "1"
+    try:
+        max_file = int(files)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for max-file: {files!r}") from None
+    if max_file < 1:
+        raise InvalidArgument("max-file cannot be less than 1")
     if not value:
-        return None
+        if max_file > 1:
+            raise InvalidArgument("max-file can only be used with max-size")
+        return None, 1
     from kapal.units import from_human_size
 
     try:
-        return from_human_size(value)
+        return from_human_size(value), max_file
     except ValueError as error:
         raise InvalidArgument(f"invalid max-size {value!r}: {error}") from None
 
