@@ -481,6 +481,117 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def attach_container_ws(request: web.Request) -> web.StreamResponse:
+    """``/attach/ws``: the container's stdio over a websocket, as dockerd serves it.
+
+    Never multiplexed (one message per piece of output, whatever the stream); binary messages
+    from API 1.28 on, text before; the stdin/stdout/stderr parameters count from 1.42 on (all
+    three before). What the client sends goes to the container's stdin.
+    """
+    service = _service(request)
+    container = service.get(request.match_info["id"])
+    query = request.query
+    version = api_version(request)
+    if version >= (1, 42):
+        want = {STDOUT: _truthy(query.get("stdout")), STDERR: _truthy(query.get("stderr"))}
+        use_stdin = _truthy(query.get("stdin"))
+    else:
+        want, use_stdin = {STDOUT: True, STDERR: True}, True
+    detach = detach_sequence(query.get("detachKeys")) if container.tty and use_stdin else b""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    binary = version >= (1, 28)
+
+    async def send(data: bytes) -> None:
+        if binary:
+            await ws.send_bytes(data)
+        else:
+            await ws.send_str(data.decode(errors="replace"))
+
+    try:
+        if _truthy(query.get("logs")):
+            path = service.path(container) / "ctr.log"
+            streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
+            for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
+                if entry.stream in streams:
+                    await send(entry.data)
+        if _truthy(query.get("stream")) and container.state.status != EXITED:
+            try:
+                sock = await asyncio.wrap_future(service.attach(container))
+            except KapalError:
+                return ws
+            await _pump_ws(sock, ws, send, want, use_stdin, detach)
+    except ConnectionError:
+        pass  # the client went away
+    finally:
+        await ws.close()
+    return ws
+
+
+async def _pump_ws(
+    sock: socket.socket,
+    ws: web.WebSocketResponse,
+    send: Any,
+    want: dict[int, bool],
+    use_stdin: bool,
+    detach: bytes,
+) -> None:
+    """conmon's attach socket to the websocket and the websocket's messages to stdin."""
+    from aiohttp import WSMsgType
+
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    scanner = detach_keys.EscapeScanner(detach)
+
+    async def to_client() -> None:
+        while True:
+            try:
+                packet = await loop.sock_recv(sock, 65537)
+            except OSError:
+                break
+            if not packet:
+                break
+            stream = PIPE_TO_STREAM.get(packet[0])
+            if stream is not None and want.get(stream) and not ws.closed:
+                await send(packet[1:])
+
+    async def from_client() -> None:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY:
+                data = message.data
+            elif message.type == WSMsgType.TEXT:
+                data = message.data.encode()
+            else:
+                break
+            if not use_stdin:
+                continue
+            data, detached = scanner.feed(data)
+            try:
+                if data:
+                    await loop.sock_sendall(sock, data)
+                if detached:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
+            except OSError:
+                return
+        if use_stdin:  # the client closed the websocket: stdin closes with it, as a hijack's
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    output = asyncio.ensure_future(to_client())
+    reader = asyncio.ensure_future(from_client())
+    try:
+        await asyncio.wait({output, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            output.cancel()  # the client left or detached: nobody to send to
+        await asyncio.gather(output, return_exceptions=True)
+    finally:
+        reader.cancel()
+        sock.close()
+
+
 def detach_sequence(keys: str | None) -> bytes:
     """The detach keys a TTY attach watches for (Docker's default: ctrl-p,ctrl-q)."""
     try:
@@ -562,5 +673,6 @@ def register(routes: Routes) -> None:
     routes.post("/containers/{id}/resize", resize_container)
     routes.post("/containers/{id}/wait", wait_container)
     routes.post("/containers/{id}/attach", attach_container)
+    routes.get("/containers/{id}/attach/ws", attach_container_ws)
     routes.get("/containers/{id}/logs", container_logs_route)
     routes.delete("/containers/{id}", remove_container)
