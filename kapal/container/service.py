@@ -776,16 +776,8 @@ class ContainerService:
             elif status == REMOVING:
                 self.remove(container.id, force=True)
         for container in self.list():
-            policy = (container.host_config.get("RestartPolicy") or {}).get("Name")
-            if (
-                container.state.status == EXITED
-                and not container.manually_stopped
-                and policy
-                in (
-                    "always",
-                    "unless-stopped",
-                )
-            ):
+            if container.state.status == EXITED and _restarts_with_the_daemon(container):
+                container.manually_stopped = False
                 try:
                     self._start(container)
                 except KapalError as error:
@@ -806,6 +798,24 @@ class _NotModified(KapalError):
 
 
 NotModified = _NotModified
+
+
+def _restarts_with_the_daemon(container: Container) -> bool:
+    """Docker's rule at daemon start: ``always`` even after a manual stop, ``unless-stopped``
+    unless stopped by hand, ``on-failure`` after a failure with retries left; never a container
+    that was never started."""
+    if container.state.started_at == model.ZERO_TIME:
+        return False
+    policy = container.host_config.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if name == "always":
+        return True
+    if name == "unless-stopped":
+        return not container.manually_stopped
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return container.state.exit_code != 0 and (limit == 0 or container.restart_count < limit)
+    return False
 
 
 def _merged_config(image_config: dict[str, Any], body: dict[str, Any], image_name: str) -> dict[str, Any]:
