@@ -78,9 +78,18 @@ def measure(peer: Peer, docker: str, runs: int, many: int) -> dict[str, float]:
         )
     time.sleep(1)
     results[f"docker ps ({many} running)"] = timed([docker, "-H", host, "ps"], runs)
-    results[f"rss with {many} MB"] = peer.rss_kib() / 1024
+    daemon = peer.rss_kib()
+    count, monitors = peer.monitors_rss_kib()
+    results[f"rss with {many}, daemon MB"] = daemon / 1024
+    results[f"rss with {many}, monitors MB"] = monitors / 1024
+    results[f"rss with {many}, total MB"] = (daemon + monitors) / 1024
+    results[f"monitor processes ({many})"] = count
     subprocess.run([docker, "-H", host, "rm", "-f", *ids], check=True, capture_output=True)
     return results
+
+
+def _is_time(name: str) -> bool:
+    return not name.startswith(("rss", "monitor"))
 
 
 def main() -> int:
@@ -106,18 +115,16 @@ def main() -> int:
             peer.stop()
     (base / "busybox.tar").unlink(missing_ok=True)
     base.rmdir()
-    names = sorted(
-        {key for results in table.values() for key in results}, key=lambda k: (k.startswith("rss"), k)
-    )
+    names = sorted({key for results in table.values() for key in results}, key=lambda k: (not _is_time(k), k))
     print(f"{'measure':<26}" + "".join(f"{peer:>12}" for peer in table))
     for name in names:
         cells = "".join(
-            f"{table[peer][name] * (1 if name.startswith('rss') else 1000):>12.1f}"
+            f"{table[peer][name] * (1000 if _is_time(name) else 1):>12.1f}"
             if name in table[peer]
             else f"{'':>12}"
             for peer in table
         )
-        unit = "" if name.startswith("rss") else " (ms)"
+        unit = " (ms)" if _is_time(name) else ""
         print(f"{name + unit:<26}{cells}")
     if "dockerd" in table:
         kapald, dockerd = table["kapald"], table["dockerd"]
@@ -127,6 +134,15 @@ def main() -> int:
             print(f"{name}: kapald/dockerd = {ratio:.2f} (target <= {target}): {verdict}")
         ratio = kapald["kapal run --rm"] / kapald["docker run --rm"]
         print(f"kapal run --rm vs docker run --rm against kapald: {ratio:.2f} (target <= 1.2)")
+        total = f"rss with {opts.many}, total MB"
+        verdict = "met" if kapald[total] < dockerd[total] else "NOT met"
+        print(
+            f"rss with {opts.many}: kapald + conmons {kapald[total]:.0f} MB, dockerd + containerd + shims "
+            f"{dockerd[total]:.0f} MB: {verdict}"
+        )
+    if "kapald" in table:
+        idle = table["kapald"]["rss idle MB"]
+        print(f"kapald rss idle {idle:.1f} MB (target <= 60): {'met' if idle <= 60 else 'NOT met'}")
     return 0
 
 

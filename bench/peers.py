@@ -57,14 +57,40 @@ class Peer:
                 self.process.wait()
         shutil.rmtree(self.base, ignore_errors=True)
 
+    # The per-container monitors that detach from the daemon (so are not in its process tree).
+    monitor_names: tuple[str, ...] = ()
+
     def rss_kib(self) -> int:
-        """Resident memory of the daemon and its helper processes."""
+        """Resident memory of the daemon and its child processes (dockerd's containerd)."""
         assert self.process is not None
         return _tree_rss(self.process.pid)
+
+    def monitors(self) -> list[int]:
+        """PIDs of this daemon's per-container monitors: kapald's conmons, dockerd's shims."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                if not comm.startswith(self.monitor_names):
+                    continue
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.base).encode() in cmdline:  # this daemon's, not another one's
+                found.append(int(entry))
+        return found
+
+    def monitors_rss_kib(self) -> tuple[int, int]:
+        """How many monitors there are and their resident memory (not their containers')."""
+        pids = self.monitors()
+        return len(pids), sum(_process_rss(pid) for pid in pids)
 
 
 class Kapald(Peer):
     name = "kapald"
+    monitor_names = ("conmon",)
 
     def start(self) -> Kapald:
         log = open(self.base / "kapald.log", "ab")  # noqa: SIM115 - lives as long as the daemon
@@ -96,6 +122,7 @@ class Dockerd(Peer):
     """
 
     name = "dockerd"
+    monitor_names = ("containerd-shim",)  # comm is cut at 15 characters
 
     def __init__(self, base: Path, network: bool = False, bip: str = "172.31.254.1/24") -> None:
         super().__init__(base)
@@ -137,6 +164,17 @@ class Dockerd(Peer):
         (self.base / "daemon.json").write_text("{}")
         wait_for_socket(self.socket, self.process)
         return self
+
+
+def _process_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _tree_rss(pid: int) -> int:
