@@ -41,6 +41,7 @@ from kapal.image.store import Image, ImageStore
 from kapal.metadata import Database
 from kapal.runtime import cgroups, monitor, rootfs
 from kapal.runtime.oci import OCIRuntime
+from kapal.runtime.seccomp_cache import SeccompCache
 from kapal.runtime.spec import HostFacts, build_spec, process_args
 from kapal.volume.service import VolumeService
 
@@ -119,6 +120,7 @@ class ContainerService:
         self._runtimes: dict[str, OCIRuntime] = {}
         self.watcher = ExitWatcher(self._on_monitor_exit)
         self.log_rotator = LogRotator()
+        self.seccomp_cache = SeccompCache()
         # Told when a container starts and when it stops (health checks); each has started()/stopped().
         self.listeners: list[Any] = []
         # Sets up a container's network once its process (and network namespace) exists, before the
@@ -130,6 +132,8 @@ class ContainerService:
         for row in db.query("SELECT record FROM containers"):
             container = Container.from_record(row["record"])
             self._containers[container.id] = container
+        self._janitor_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sweep_orphans()
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -315,6 +319,7 @@ class ContainerService:
             set_root_propagation(spec, mounts)
             if hc.get("Init"):
                 _add_init(spec)
+            seccomp_key = self.seccomp_cache.annotate(runtime, spec)
             _write_json(directory / "config.json", spec)
             max_size, max_file = _log_limits(container)
             if (runtime.root / container.id).exists():
@@ -340,6 +345,8 @@ class ContainerService:
             if self.volumes is not None:
                 release_mounts(container, self.volumes)
             raise
+        if seccomp_key is not None:
+            self.seccomp_cache.learn(seccomp_key, runtime, container.id)
         with self._lock:
             container.state = model.State(
                 status=RUNNING,
@@ -348,7 +355,8 @@ class ContainerService:
                 started_at=model.now_rfc3339(),
                 health=container.state.health,
             )
-            self._save(container)
+            if self.network is None:
+                self._save(container)  # else once, below, with the network settings too
             waiting = self._attach_waiting.pop(container.id, [])
         # Attach before the process runs, so not a byte of its output is missed.
         for future in waiting:
@@ -471,8 +479,12 @@ class ContainerService:
             container.state.pid = 0
             container.state.conmon_pid = 0
             container.state.finished_at = model.now_rfc3339()
-            self._save(container)
             stopping = container.id in self._stopping
+            restarts = not stopping and self._should_restart(container)
+            if restarts or not container.host_config.get("AutoRemove"):
+                # An auto-removed container's record goes next: writing it first would cost a
+                # sync for nothing (were kapald to die in between, recovery finds its exit again).
+                self._save(container)
         if oom:
             self.events.publish("container", "oom", container.id, **self._event_attributes(container))
         self.events.publish(
@@ -482,7 +494,7 @@ class ContainerService:
             **self._event_attributes(container, exitCode=str(container.state.exit_code)),
         )
         self._notify(container, ("not-running", "next-exit"))
-        if not stopping and self._should_restart(container):
+        if restarts:
             self._schedule_restart(container)
             return
         if container.host_config.get("AutoRemove"):
@@ -716,7 +728,6 @@ class ContainerService:
             container.state.status = REMOVING
             self._attach_waiting.pop(container.id, None)
         self._cleanup_runtime(container)
-        shutil.rmtree(self.path(container), ignore_errors=True)
         (self.exit_dir / container.id).unlink(missing_ok=True)
         if self.volumes is not None:
             remove_mounts(container, self.volumes, volumes)
@@ -726,6 +737,23 @@ class ContainerService:
             self._containers.pop(container.id, None)
         self.events.publish("container", "destroy", container.id, **self._event_attributes(container))
         self._notify(container, ("removed", "not-running", "next-exit"))
+        # Gone from the API and unmounted; its files go after the reply (IDs are never reused,
+        # and a directory left by a crash is swept at the next start).
+        self._janitor().submit(shutil.rmtree, self.path(container), ignore_errors=True)
+
+    def _janitor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._janitor_pool is None:
+                self._janitor_pool = concurrent.futures.ThreadPoolExecutor(1, "janitor")
+            return self._janitor_pool
+
+    def _sweep_orphans(self) -> None:
+        """Remove container directories no record names (their removal was cut short)."""
+        for entry in os.scandir(self.dir):
+            if entry.is_dir(follow_symlinks=False) and entry.name not in self._containers:
+                target = Path(entry.path)
+                if not rootfs.is_mounted(target / "rootfs"):
+                    shutil.rmtree(target, ignore_errors=True)
 
     def rename(self, ref: str, new_name: str) -> None:
         container = self.get(ref)
@@ -789,6 +817,8 @@ class ContainerService:
     def close(self) -> None:
         self.watcher.stop()
         self.log_rotator.stop()
+        if self._janitor_pool is not None:
+            self._janitor_pool.shutdown(wait=True)
 
 
 class _NotModified(KapalError):
