@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -462,11 +464,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     response, conn = await hijack(request, multiplexed=not container.tty)
     try:
         if _truthy(query.get("logs")):
-            path = service.path(container) / "ctr.log"
-            streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
-            for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
-                if entry.stream in streams:
-                    await conn.write(entry.data, STDOUT if entry.stream == "stdout" else STDERR)
+            await replay_logs(service.path(container) / "ctr.log", want, conn.write)
         if _truthy(query.get("stream")) or not _truthy(query.get("logs")):
             if container.state.status in (EXITED,) and not _truthy(query.get("stream")):
                 return response
@@ -502,7 +500,7 @@ async def attach_container_ws(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     binary = version >= (1, 28)
 
-    async def send(data: bytes) -> None:
+    async def send(data: bytes, stream: int = STDOUT) -> None:
         if binary:
             await ws.send_bytes(data)
         else:
@@ -510,11 +508,7 @@ async def attach_container_ws(request: web.Request) -> web.StreamResponse:
 
     try:
         if _truthy(query.get("logs")):
-            path = service.path(container) / "ctr.log"
-            streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
-            for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
-                if entry.stream in streams:
-                    await send(entry.data)
+            await replay_logs(service.path(container) / "ctr.log", want, send)
         if _truthy(query.get("stream")) and container.state.status != EXITED:
             try:
                 sock = await asyncio.wrap_future(service.attach(container))
@@ -531,7 +525,7 @@ async def attach_container_ws(request: web.Request) -> web.StreamResponse:
 async def _pump_ws(
     sock: socket.socket,
     ws: web.WebSocketResponse,
-    send: Any,
+    send: Callable[[bytes, int], Awaitable[Any]],
     want: dict[int, bool],
     use_stdin: bool,
     detach: bytes,
@@ -542,18 +536,6 @@ async def _pump_ws(
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     scanner = detach_keys.EscapeScanner(detach)
-
-    async def to_client() -> None:
-        while True:
-            try:
-                packet = await loop.sock_recv(sock, 65537)
-            except OSError:
-                break
-            if not packet:
-                break
-            stream = PIPE_TO_STREAM.get(packet[0])
-            if stream is not None and want.get(stream) and not ws.closed:
-                await send(packet[1:])
 
     async def from_client() -> None:
         async for message in ws:
@@ -580,7 +562,7 @@ async def _pump_ws(
             except OSError:
                 pass
 
-    output = asyncio.ensure_future(to_client())
+    output = asyncio.ensure_future(copy_output(sock, want, lambda: ws.closed, send))
     reader = asyncio.ensure_future(from_client())
     try:
         await asyncio.wait({output, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -590,6 +572,36 @@ async def _pump_ws(
     finally:
         reader.cancel()
         sock.close()
+
+
+async def replay_logs(
+    path: Path, want: dict[int, bool], send: Callable[[bytes, int], Awaitable[Any]]
+) -> None:
+    """An attach's ``logs=1``: what the container has logged so far, on the streams asked for."""
+    streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
+    for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
+        if entry.stream in streams:
+            await send(entry.data, STDOUT if entry.stream == "stdout" else STDERR)
+
+
+async def copy_output(
+    sock: socket.socket,
+    want: dict[int, bool],
+    closed: Callable[[], bool],
+    send: Callable[[bytes, int], Awaitable[Any]],
+) -> None:
+    """conmon's attach packets (a pipe-number byte, then data) to the client, until they end."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            packet = await loop.sock_recv(sock, 65537)
+        except OSError:
+            break
+        if not packet:
+            break
+        stream = PIPE_TO_STREAM.get(packet[0])
+        if stream is not None and want.get(stream) and not closed():
+            await send(packet[1:], stream)
 
 
 def detach_sequence(keys: str | None) -> bytes:
@@ -615,18 +627,6 @@ async def pump(
     scanner = detach_keys.EscapeScanner(detach)
     detached = False
 
-    async def to_client() -> None:
-        while True:
-            try:
-                packet = await loop.sock_recv(sock, 65537)
-            except OSError:
-                break
-            if not packet:
-                break
-            stream = PIPE_TO_STREAM.get(packet[0])
-            if stream is not None and want.get(stream) and not conn.closed:
-                await conn.write(packet[1:], stream)
-
     async def from_client() -> None:
         nonlocal detached
         while True:
@@ -647,7 +647,7 @@ async def pump(
         except OSError:
             pass
 
-    output = asyncio.ensure_future(to_client())
+    output = asyncio.ensure_future(copy_output(sock, want, lambda: conn.closed, conn.write))
     feeder = asyncio.ensure_future(from_client()) if use_stdin else None
     try:
         await output
