@@ -411,3 +411,18 @@ def test_restart_policies_across_a_daemon_restart(daemon: Daemon, busybox: str) 
     assert inspect(daemon, "unless", "{{.State.Status}}") == "exited"
     assert inspect(daemon, "never", "{{.State.Status}}") == "exited"
     daemon.kapal("rm", "-f", "always-stopped", "always-died", "unless", "never")
+
+
+def test_reused_seccomp_filter_still_filters(daemon: Daemon, busybox: str) -> None:
+    blocked = "grep Seccomp: /proc/self/status; unshare -n true"
+    first = daemon.kapal("run", "--name", "first", "busybox", "sh", "-c", blocked, check=False)
+    second = daemon.kapal(
+        "run", "-d", "--name", "second", "busybox", "sh", "-c", blocked + "; sleep 30", check=False
+    )
+    assert first.returncode != 0 and "Seccomp:\t2" in out(first)
+    config = json.loads((daemon.data_root / "containers" / out(second).strip() / "config.json").read_text())
+    # The second create took the filter crun compiled for the first, and it still blocks unshare.
+    assert config["annotations"]["run.oci.seccomp_bpf_data"] and config["linux"]["seccomp"]
+    wait_for(lambda: "Operation not permitted" in err(daemon.kapal("logs", "second")))
+    assert "Seccomp:\t2" in out(daemon.kapal("logs", "second"))
+    daemon.kapal("rm", "-f", "first", "second")
