@@ -21,6 +21,8 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 KAPAL = str(VENV_BIN / "kapal")
 KAPALD = str(VENV_BIN / "kapald")
+# As installed: Python loads kapal from cached bytecode, not by compiling every module on each run.
+CHILD_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
 def wait_for_socket(path: Path, process: subprocess.Popen, seconds: float = 60) -> None:
@@ -57,14 +59,40 @@ class Peer:
                 self.process.wait()
         shutil.rmtree(self.base, ignore_errors=True)
 
+    # The per-container monitors that detach from the daemon (so are not in its process tree).
+    monitor_names: tuple[str, ...] = ()
+
     def rss_kib(self) -> int:
-        """Resident memory of the daemon and its helper processes."""
+        """Resident memory of the daemon and its child processes (dockerd's containerd)."""
         assert self.process is not None
         return _tree_rss(self.process.pid)
+
+    def monitors(self) -> list[int]:
+        """PIDs of this daemon's per-container monitors: kapald's conmons, dockerd's shims."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                if not comm.startswith(self.monitor_names):
+                    continue
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.base).encode() in cmdline:  # this daemon's, not another one's
+                found.append(int(entry))
+        return found
+
+    def monitors_rss_kib(self) -> tuple[int, int]:
+        """How many monitors there are and their resident memory (not their containers')."""
+        pids = self.monitors()
+        return len(pids), sum(_process_rss(pid) for pid in pids)
 
 
 class Kapald(Peer):
     name = "kapald"
+    monitor_names = ("conmon",)
 
     def start(self) -> Kapald:
         log = open(self.base / "kapald.log", "ab")  # noqa: SIM115 - lives as long as the daemon
@@ -82,6 +110,7 @@ class Kapald(Peer):
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=CHILD_ENV,
         )
         wait_for_socket(self.socket, self.process)
         return self
@@ -96,6 +125,7 @@ class Dockerd(Peer):
     """
 
     name = "dockerd"
+    monitor_names = ("containerd-shim",)  # comm is cut at 15 characters
 
     def __init__(self, base: Path, network: bool = False, bip: str = "172.31.254.1/24") -> None:
         super().__init__(base)
@@ -139,6 +169,17 @@ class Dockerd(Peer):
         return self
 
 
+def _process_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _tree_rss(pid: int) -> int:
     total = 0
     children = [pid]
@@ -162,11 +203,11 @@ def bench_root(default: str = "/var/tmp") -> Path:
 
 def timed(command: list[str], runs: int, stdin: bytes | None = None) -> float:
     """Median wall time of *command* over *runs* runs, in seconds (after one warm-up run)."""
-    subprocess.run(command, input=stdin, check=True, capture_output=True)
+    subprocess.run(command, input=stdin, check=True, capture_output=True, env=CHILD_ENV)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, input=stdin, check=True, capture_output=True)
+        subprocess.run(command, input=stdin, check=True, capture_output=True, env=CHILD_ENV)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 

@@ -29,6 +29,32 @@ class CommandError(Exception):
         self.status = status
 
 
+_width: int | None = None
+
+
+def _terminal_width() -> int:
+    """As argparse measures it, once: argparse asks again (importing shutil) on every add_argument."""
+    global _width
+    if _width is None:
+        import os
+
+        try:
+            columns = (
+                int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+            )
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+        _width = columns - 2
+    return _width
+
+
+class Formatter(argparse.HelpFormatter):
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ):
+        super().__init__(prog, indent_increment, max_help_position, width or _terminal_width())
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
@@ -36,7 +62,7 @@ class Parser(argparse.ArgumentParser):
 
 def parser(prog: str, usage: str, description: str, short_help: bool = True) -> Parser:
     """A command's parser; ``run``/``create`` pass short_help=False because ``-h`` is ``--hostname`` there."""
-    p = Parser(prog=prog, usage=usage, description=description, add_help=False)
+    p = Parser(prog=prog, usage=usage, description=description, add_help=False, formatter_class=Formatter)
     flags = ["-h", "--help"] if short_help else ["--help"]
     p.add_argument(*flags, action="help", help="Print usage")
     return p

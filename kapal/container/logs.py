@@ -2,17 +2,23 @@
 
 Each line conmon writes is ``<RFC 3339 time> <stdout|stderr> <F|P> <text>``:
 ``F`` ends a line, ``P`` is a piece of a longer (or unterminated) one.
+
+With ``--log-opt max-file=N`` the log rotates as Docker's json-file does: ``ctr.log`` is renamed
+``ctr.log.1`` (the older ones shift up, the oldest goes) and conmon reopens a fresh ``ctr.log``
+(see ``log_rotation``). Readers take the files oldest first.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,23 @@ def _parse_line(line: bytes) -> LogEntry | None:
     return LogEntry(stamp, stream, text + (b"\n" if tag.startswith(b"F") else b""))
 
 
+def rotated_paths(path: Path) -> list[Path]:
+    """``ctr.log.N`` … ``ctr.log.1``: the rotated files that exist, oldest first."""
+    found = []
+    number = 1
+    while (older := path.with_name(f"{path.name}.{number}")).exists():
+        found.append(older)
+        number += 1
+    return found[::-1]
+
+
 def read_entries(path: Path) -> Iterator[LogEntry]:
+    """The entries of the log at *path*, and of its rotated files before them."""
+    for source in [*rotated_paths(path), path]:
+        yield from _read_file(source)
+
+
+def _read_file(path: Path) -> Iterator[LogEntry]:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed in finally
     except FileNotFoundError:
@@ -119,33 +141,57 @@ def follow(
 ) -> Iterator[LogEntry | None]:
     """Entries as they are written, until *done()* and the file is read to its end.
 
+    The open file is followed, not its name: when the log rotates (or conmon cuts it at
+    max-size) the old file is read to its end before the new ``ctr.log``, so nothing written
+    between two looks is lost. conmon closes the old file before the new one takes the name.
     Yields None when idle so the caller can notice a client that went away.
     """
-    offset = 0
-    first = True
-    partial = b""
+    handle = _open_or_none(path)
+    data = handle.read() if handle is not None else b""
+    lines = data.split(b"\n")
+    partial = lines.pop()
+    current = (entry for line in lines if (entry := _parse_line(line)) is not None)
+    history = itertools.chain(_rotated_entries(path), current)
+    yield from select_entries(history, streams, since_nano, until_nano, tail)
     while True:
         finished = done()
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = 0
-        if size < offset:  # the log was cut (max size): start over
-            offset = 0
-        if size > offset or first:
-            data = partial
-            if size:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    data += handle.read()
-                    offset = handle.tell()
-            lines = data.split(b"\n")
+        if handle is None:
+            handle = _open_or_none(path)
+        data = handle.read() if handle is not None else b""
+        if not data and handle is not None and _replaced(handle, path):
+            handle.close()
+            handle = _open_or_none(path)
+            partial = b""
+            continue
+        if data:
+            lines = (partial + data).split(b"\n")
             partial = lines.pop()
             parsed = (entry for line in lines if (entry := _parse_line(line)) is not None)
-            yield from select_entries(parsed, streams, since_nano, until_nano, tail if first else None)
-            first = False
+            yield from select_entries(parsed, streams, since_nano, until_nano, None)
             continue
         if finished:
+            if handle is not None:
+                handle.close()
             return
         yield None
         time.sleep(0.05)
+
+
+def _rotated_entries(path: Path) -> Iterator[LogEntry]:
+    for source in rotated_paths(path):
+        yield from _read_file(source)
+
+
+def _open_or_none(path: Path) -> Any:
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the follower closes it
+    except FileNotFoundError:
+        return None
+
+
+def _replaced(handle: Any, path: Path) -> bool:
+    """Whether *path* now names another file than the one *handle* reads (a new ``ctr.log``)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False

@@ -24,6 +24,7 @@ from typing import Any
 
 from kapal.container import model, names
 from kapal.container.etc_files import write_etc_files
+from kapal.container.log_rotation import CONMON_CAP_FACTOR, LogRotator, RotatedLog
 from kapal.container.model import CREATED, DEAD, EXITED, PAUSED, REMOVING, RESTARTING, RUNNING, Container
 from kapal.container.mounts import (
     prepare_mounts,
@@ -40,6 +41,7 @@ from kapal.image.store import Image, ImageStore
 from kapal.metadata import Database
 from kapal.runtime import cgroups, monitor, rootfs
 from kapal.runtime.oci import OCIRuntime
+from kapal.runtime.seccomp_cache import SeccompCache
 from kapal.runtime.spec import HostFacts, build_spec, process_args
 from kapal.volume.service import VolumeService
 
@@ -117,6 +119,8 @@ class ContainerService:
         self._stopping: set[str] = set()
         self._runtimes: dict[str, OCIRuntime] = {}
         self.watcher = ExitWatcher(self._on_monitor_exit)
+        self.log_rotator = LogRotator()
+        self.seccomp_cache = SeccompCache()
         # Told when a container starts and when it stops (health checks); each has started()/stopped().
         self.listeners: list[Any] = []
         # Sets up a container's network once its process (and network namespace) exists, before the
@@ -128,6 +132,8 @@ class ContainerService:
         for row in db.query("SELECT record FROM containers"):
             container = Container.from_record(row["record"])
             self._containers[container.id] = container
+        self._janitor_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sweep_orphans()
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -225,6 +231,7 @@ class ContainerService:
                 container.network_settings = self.network.settings(container, 0)
             self._containers[container_id] = container
         try:
+            _log_limits(container)  # bad --log-opt values refuse the create, as in dockerd
             directory = self.path(container)
             for sub in ("upper", "work", "rootfs"):
                 (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -312,7 +319,9 @@ class ContainerService:
             set_root_propagation(spec, mounts)
             if hc.get("Init"):
                 _add_init(spec)
+            seccomp_key = self.seccomp_cache.annotate(runtime, spec)
             _write_json(directory / "config.json", spec)
+            max_size, max_file = _log_limits(container)
             if (runtime.root / container.id).exists():
                 runtime.delete(container.id)  # left over from a crash
             launched = monitor.launch_container(
@@ -325,7 +334,8 @@ class ContainerService:
                 bool(container.config.get("OpenStdin")),
                 # As dockerd: a TTY's stdin is never closed by a client leaving (it may detach)
                 stdin_once=bool(container.config.get("StdinOnce")) and not container.tty,
-                log_size_max=_log_size_max(container),
+                # Rotation is kapald's (log_rotation); conmon's cut only bounds the disk while it is down.
+                log_size_max=max_size * max_file * CONMON_CAP_FACTOR if max_file > 1 else max_size,
             )
         except KapalError as error:
             self._start_failed(container, error)
@@ -335,6 +345,8 @@ class ContainerService:
             if self.volumes is not None:
                 release_mounts(container, self.volumes)
             raise
+        if seccomp_key is not None:
+            self.seccomp_cache.learn(seccomp_key, runtime, container.id)
         with self._lock:
             container.state = model.State(
                 status=RUNNING,
@@ -343,7 +355,8 @@ class ContainerService:
                 started_at=model.now_rfc3339(),
                 health=container.state.health,
             )
-            self._save(container)
+            if self.network is None:
+                self._save(container)  # else once, below, with the network settings too
             waiting = self._attach_waiting.pop(container.id, [])
         # Attach before the process runs, so not a byte of its output is missed.
         for future in waiting:
@@ -353,6 +366,7 @@ class ContainerService:
                 future.set_result(monitor.connect_attach(directory))
             except OSError as error:
                 future.set_exception(NotFound(f"attaching to {container.short_id}: {error}"))
+        self._watch_log(container)
         if not self.watcher.watch(launched.conmon_pid, container.id):
             self._on_monitor_exit(container.id)
             return
@@ -373,6 +387,16 @@ class ContainerService:
         for listener in self.listeners:
             listener.started(container)
         self.events.publish("container", "start", container.id, **self._event_attributes(container))
+
+    def _watch_log(self, container: Container) -> None:
+        if not _logs_enabled(container):
+            return
+        max_size, max_file = _log_limits(container)
+        if max_size and max_file > 1:
+            directory = self.path(container)
+            self.log_rotator.watch(
+                container.id, RotatedLog(directory / "ctr.log", directory, max_size, max_file)
+            )
 
     def save_state(self, container: Container) -> None:
         with self._lock:
@@ -455,8 +479,12 @@ class ContainerService:
             container.state.pid = 0
             container.state.conmon_pid = 0
             container.state.finished_at = model.now_rfc3339()
-            self._save(container)
             stopping = container.id in self._stopping
+            restarts = not stopping and self._should_restart(container)
+            if restarts or not container.host_config.get("AutoRemove"):
+                # An auto-removed container's record goes next: writing it first would cost a
+                # sync for nothing (were kapald to die in between, recovery finds its exit again).
+                self._save(container)
         if oom:
             self.events.publish("container", "oom", container.id, **self._event_attributes(container))
         self.events.publish(
@@ -466,7 +494,7 @@ class ContainerService:
             **self._event_attributes(container, exitCode=str(container.state.exit_code)),
         )
         self._notify(container, ("not-running", "next-exit"))
-        if not stopping and self._should_restart(container):
+        if restarts:
             self._schedule_restart(container)
             return
         if container.host_config.get("AutoRemove"):
@@ -481,6 +509,7 @@ class ContainerService:
             rootfs.unmount(self.path(container) / "rootfs")
 
     def _cleanup_runtime(self, container: Container) -> None:
+        self.log_rotator.forget(container.id)
         if self.network is not None:
             try:
                 self.network.detach(container)
@@ -699,7 +728,6 @@ class ContainerService:
             container.state.status = REMOVING
             self._attach_waiting.pop(container.id, None)
         self._cleanup_runtime(container)
-        shutil.rmtree(self.path(container), ignore_errors=True)
         (self.exit_dir / container.id).unlink(missing_ok=True)
         if self.volumes is not None:
             remove_mounts(container, self.volumes, volumes)
@@ -709,6 +737,23 @@ class ContainerService:
             self._containers.pop(container.id, None)
         self.events.publish("container", "destroy", container.id, **self._event_attributes(container))
         self._notify(container, ("removed", "not-running", "next-exit"))
+        # Gone from the API and unmounted; its files go after the reply (IDs are never reused,
+        # and a directory left by a crash is swept at the next start).
+        self._janitor().submit(shutil.rmtree, self.path(container), ignore_errors=True)
+
+    def _janitor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._janitor_pool is None:
+                self._janitor_pool = concurrent.futures.ThreadPoolExecutor(1, "janitor")
+            return self._janitor_pool
+
+    def _sweep_orphans(self) -> None:
+        """Remove container directories no record names (their removal was cut short)."""
+        for entry in os.scandir(self.dir):
+            if entry.is_dir(follow_symlinks=False) and entry.name not in self._containers:
+                target = Path(entry.path)
+                if not rootfs.is_mounted(target / "rootfs"):
+                    shutil.rmtree(target, ignore_errors=True)
 
     def rename(self, ref: str, new_name: str) -> None:
         container = self.get(ref)
@@ -750,6 +795,7 @@ class ContainerService:
                 ):
                     for listener in self.listeners:
                         listener.started(container)
+                    self._watch_log(container)
                     continue
                 self._on_monitor_exit(container.id)
             elif status == RESTARTING:
@@ -758,16 +804,8 @@ class ContainerService:
             elif status == REMOVING:
                 self.remove(container.id, force=True)
         for container in self.list():
-            policy = (container.host_config.get("RestartPolicy") or {}).get("Name")
-            if (
-                container.state.status == EXITED
-                and not container.manually_stopped
-                and policy
-                in (
-                    "always",
-                    "unless-stopped",
-                )
-            ):
+            if container.state.status == EXITED and _restarts_with_the_daemon(container):
+                container.manually_stopped = False
                 try:
                     self._start(container)
                 except KapalError as error:
@@ -778,6 +816,9 @@ class ContainerService:
 
     def close(self) -> None:
         self.watcher.stop()
+        self.log_rotator.stop()
+        if self._janitor_pool is not None:
+            self._janitor_pool.shutdown(wait=True)
 
 
 class _NotModified(KapalError):
@@ -787,6 +828,24 @@ class _NotModified(KapalError):
 
 
 NotModified = _NotModified
+
+
+def _restarts_with_the_daemon(container: Container) -> bool:
+    """Docker's rule at daemon start: ``always`` even after a manual stop, ``unless-stopped``
+    unless stopped by hand, ``on-failure`` after a failure with retries left; never a container
+    that was never started."""
+    if container.state.started_at == model.ZERO_TIME:
+        return False
+    policy = container.host_config.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if name == "always":
+        return True
+    if name == "unless-stopped":
+        return not container.manually_stopped
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return container.state.exit_code != 0 and (limit == 0 or container.restart_count < limit)
+    return False
 
 
 def _merged_config(image_config: dict[str, Any], body: dict[str, Any], image_name: str) -> dict[str, Any]:
@@ -836,15 +895,24 @@ def _add_init(spec: dict[str, Any]) -> None:
     spec["process"]["args"] = ["/sbin/docker-init", "--", *spec["process"]["args"]]
 
 
-def _log_size_max(container: Container) -> int | None:
-    """json-file's ``max-size``: conmon keeps the log under it by truncating (no ``max-file``)."""
-    value = ((container.host_config.get("LogConfig") or {}).get("Config") or {}).get("max-size")
+def _log_limits(container: Container) -> tuple[int | None, int]:
+    """json-file's ``max-size`` and ``max-file`` (1 unless rotation is asked for)."""
+    options = (container.host_config.get("LogConfig") or {}).get("Config") or {}
+    value, files = options.get("max-size"), options.get("max-file") or "1"
+    try:
+        max_file = int(files)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for max-file: {files!r}") from None
+    if max_file < 1:
+        raise InvalidArgument("max-file cannot be less than 1")
     if not value:
-        return None
+        if max_file > 1:
+            raise InvalidArgument("max-file can only be used with max-size")
+        return None, 1
     from kapal.units import from_human_size
 
     try:
-        return from_human_size(value)
+        return from_human_size(value), max_file
     except ValueError as error:
         raise InvalidArgument(f"invalid max-size {value!r}: {error}") from None
 

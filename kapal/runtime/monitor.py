@@ -32,6 +32,7 @@ from kapal.runtime.oci import OCIRuntime
 PIPE_STDOUT = 2
 PIPE_STDERR = 3
 WINDOW_RESIZE = 1
+REOPEN_LOG = 2
 
 
 class MonitorError(KapalError):
@@ -268,13 +269,21 @@ def connect_attach(bundle: Path) -> socket.socket:
 
 def resize(bundle: Path, height: int, width: int) -> None:
     """Resize the container's terminal through conmon's control fifo."""
-    ctl = bundle / "ctl"
+    _control(bundle, f"{WINDOW_RESIZE} {height} {width}\n")
+
+
+def reopen_log(bundle: Path) -> None:
+    """Have conmon reopen its log file (a new ``ctr.log`` after the old one was renamed)."""
+    _control(bundle, f"{REOPEN_LOG} 0 0\n")
+
+
+def _control(bundle: Path, line: str) -> None:
     try:
-        fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:
-        os.write(fd, f"{WINDOW_RESIZE} {height} {width}\n".encode())
+        os.write(fd, line.encode())
     finally:
         os.close(fd)
 

@@ -234,6 +234,10 @@ def test_limits_and_seccomp(daemon: Daemon, busybox: str) -> None:
     blocked = daemon.kapal("run", "--rm", "busybox", "unshare", "-n", "true", check=False)
     assert blocked.returncode != 0 and "Operation not permitted" in err(blocked)
     assert daemon.kapal("run", "--rm", "--privileged", "busybox", "unshare", "-n", "true").returncode == 0
+    mount = "mkdir -p /m && mount -t tmpfs none /m && grep -c ' /m tmpfs' /proc/mounts"
+    refused = daemon.kapal("run", "--rm", "busybox", "sh", "-c", mount, check=False)
+    assert refused.returncode != 0 and "denied" in err(refused)
+    assert out(daemon.kapal("run", "--rm", "--privileged", "busybox", "sh", "-c", mount)) == "1\n"
     assert (
         daemon.kapal(
             "run",
@@ -387,3 +391,38 @@ def test_docker_py_attach_and_events(daemon: Daemon, busybox: str) -> None:
     ]
     assert "destroy" in actions
     client.close()
+
+
+def test_restart_policies_across_a_daemon_restart(daemon: Daemon, busybox: str) -> None:
+    daemon.kapal("run", "-d", "--name", "always-stopped", "--restart", "always", "busybox", "sleep", "60")
+    daemon.kapal("run", "-d", "--name", "always-died", "--restart", "always", "busybox", "sleep", "60")
+    daemon.kapal("run", "-d", "--name", "unless", "--restart", "unless-stopped", "busybox", "sleep", "60")
+    daemon.kapal("run", "-d", "--name", "never", "busybox", "sleep", "60")
+    daemon.kapal("stop", "-t", "0", "always-stopped", "unless", "never")
+    died = int(inspect(daemon, "always-died", "{{.State.Pid}}"))
+    daemon.stop(signal.SIGKILL)
+    os.kill(died, signal.SIGKILL)  # its process ends while no daemon runs
+    wait_for(lambda: not Path(f"/proc/{died}").exists())
+    daemon.start()
+    # As dockerd: `always` comes back even after a manual stop, `unless-stopped` stays stopped.
+    for name in ("always-stopped", "always-died"):
+        wait_for(lambda name=name: inspect(daemon, name, "{{.State.Status}}") == "running")
+    assert inspect(daemon, "always-died", "{{.State.Pid}}") != str(died)
+    assert inspect(daemon, "unless", "{{.State.Status}}") == "exited"
+    assert inspect(daemon, "never", "{{.State.Status}}") == "exited"
+    daemon.kapal("rm", "-f", "always-stopped", "always-died", "unless", "never")
+
+
+def test_reused_seccomp_filter_still_filters(daemon: Daemon, busybox: str) -> None:
+    blocked = "grep Seccomp: /proc/self/status; unshare -n true"
+    first = daemon.kapal("run", "--name", "first", "busybox", "sh", "-c", blocked, check=False)
+    second = daemon.kapal(
+        "run", "-d", "--name", "second", "busybox", "sh", "-c", blocked + "; sleep 30", check=False
+    )
+    assert first.returncode != 0 and "Seccomp:\t2" in out(first)
+    config = json.loads((daemon.data_root / "containers" / out(second).strip() / "config.json").read_text())
+    # The second create took the filter crun compiled for the first, and it still blocks unshare.
+    assert config["annotations"]["run.oci.seccomp_bpf_data"] and config["linux"]["seccomp"]
+    wait_for(lambda: "Operation not permitted" in err(daemon.kapal("logs", "second")))
+    assert "Seccomp:\t2" in out(daemon.kapal("logs", "second"))
+    daemon.kapal("rm", "-f", "first", "second")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -462,11 +464,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     response, conn = await hijack(request, multiplexed=not container.tty)
     try:
         if _truthy(query.get("logs")):
-            path = service.path(container) / "ctr.log"
-            streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
-            for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
-                if entry.stream in streams:
-                    await conn.write(entry.data, STDOUT if entry.stream == "stdout" else STDERR)
+            await replay_logs(service.path(container) / "ctr.log", want, conn.write)
         if _truthy(query.get("stream")) or not _truthy(query.get("logs")):
             if container.state.status in (EXITED,) and not _truthy(query.get("stream")):
                 return response
@@ -479,6 +477,131 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     finally:
         await conn.close()
     return response
+
+
+async def attach_container_ws(request: web.Request) -> web.StreamResponse:
+    """``/attach/ws``: the container's stdio over a websocket, as dockerd serves it.
+
+    Never multiplexed (one message per piece of output, whatever the stream); binary messages
+    from API 1.28 on, text before; the stdin/stdout/stderr parameters count from 1.42 on (all
+    three before). What the client sends goes to the container's stdin.
+    """
+    service = _service(request)
+    container = service.get(request.match_info["id"])
+    query = request.query
+    version = api_version(request)
+    if version >= (1, 42):
+        want = {STDOUT: _truthy(query.get("stdout")), STDERR: _truthy(query.get("stderr"))}
+        use_stdin = _truthy(query.get("stdin"))
+    else:
+        want, use_stdin = {STDOUT: True, STDERR: True}, True
+    detach = detach_sequence(query.get("detachKeys")) if container.tty and use_stdin else b""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    binary = version >= (1, 28)
+
+    async def send(data: bytes, stream: int = STDOUT) -> None:
+        if binary:
+            await ws.send_bytes(data)
+        else:
+            await ws.send_str(data.decode(errors="replace"))
+
+    try:
+        if _truthy(query.get("logs")):
+            await replay_logs(service.path(container) / "ctr.log", want, send)
+        if _truthy(query.get("stream")) and container.state.status != EXITED:
+            try:
+                sock = await asyncio.wrap_future(service.attach(container))
+            except KapalError:
+                return ws
+            await _pump_ws(sock, ws, send, want, use_stdin, detach)
+    except ConnectionError:
+        pass  # the client went away
+    finally:
+        await ws.close()
+    return ws
+
+
+async def _pump_ws(
+    sock: socket.socket,
+    ws: web.WebSocketResponse,
+    send: Callable[[bytes, int], Awaitable[Any]],
+    want: dict[int, bool],
+    use_stdin: bool,
+    detach: bytes,
+) -> None:
+    """conmon's attach socket to the websocket and the websocket's messages to stdin."""
+    from aiohttp import WSMsgType
+
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    scanner = detach_keys.EscapeScanner(detach)
+
+    async def from_client() -> None:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY:
+                data = message.data
+            elif message.type == WSMsgType.TEXT:
+                data = message.data.encode()
+            else:
+                break
+            if not use_stdin:
+                continue
+            data, detached = scanner.feed(data)
+            try:
+                if data:
+                    await loop.sock_sendall(sock, data)
+                if detached:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
+            except OSError:
+                return
+        if use_stdin:  # the client closed the websocket: stdin closes with it, as a hijack's
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    output = asyncio.ensure_future(copy_output(sock, want, lambda: ws.closed, send))
+    reader = asyncio.ensure_future(from_client())
+    try:
+        await asyncio.wait({output, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            output.cancel()  # the client left or detached: nobody to send to
+        await asyncio.gather(output, return_exceptions=True)
+    finally:
+        reader.cancel()
+        sock.close()
+
+
+async def replay_logs(
+    path: Path, want: dict[int, bool], send: Callable[[bytes, int], Awaitable[Any]]
+) -> None:
+    """An attach's ``logs=1``: what the container has logged so far, on the streams asked for."""
+    streams = {name for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")) if want[stream]}
+    for entry in await asyncio.to_thread(lambda: list(container_logs.read_entries(path))):
+        if entry.stream in streams:
+            await send(entry.data, STDOUT if entry.stream == "stdout" else STDERR)
+
+
+async def copy_output(
+    sock: socket.socket,
+    want: dict[int, bool],
+    closed: Callable[[], bool],
+    send: Callable[[bytes, int], Awaitable[Any]],
+) -> None:
+    """conmon's attach packets (a pipe-number byte, then data) to the client, until they end."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            packet = await loop.sock_recv(sock, 65537)
+        except OSError:
+            break
+        if not packet:
+            break
+        stream = PIPE_TO_STREAM.get(packet[0])
+        if stream is not None and want.get(stream) and not closed():
+            await send(packet[1:], stream)
 
 
 def detach_sequence(keys: str | None) -> bytes:
@@ -504,18 +627,6 @@ async def pump(
     scanner = detach_keys.EscapeScanner(detach)
     detached = False
 
-    async def to_client() -> None:
-        while True:
-            try:
-                packet = await loop.sock_recv(sock, 65537)
-            except OSError:
-                break
-            if not packet:
-                break
-            stream = PIPE_TO_STREAM.get(packet[0])
-            if stream is not None and want.get(stream) and not conn.closed:
-                await conn.write(packet[1:], stream)
-
     async def from_client() -> None:
         nonlocal detached
         while True:
@@ -536,7 +647,7 @@ async def pump(
         except OSError:
             pass
 
-    output = asyncio.ensure_future(to_client())
+    output = asyncio.ensure_future(copy_output(sock, want, lambda: conn.closed, conn.write))
     feeder = asyncio.ensure_future(from_client()) if use_stdin else None
     try:
         await output
@@ -562,5 +673,6 @@ def register(routes: Routes) -> None:
     routes.post("/containers/{id}/resize", resize_container)
     routes.post("/containers/{id}/wait", wait_container)
     routes.post("/containers/{id}/attach", attach_container)
+    routes.get("/containers/{id}/attach/ws", attach_container_ws)
     routes.get("/containers/{id}/logs", container_logs_route)
     routes.delete("/containers/{id}", remove_container)
