@@ -4,6 +4,7 @@ build cancelled by its client going away. Traffic stays on the test daemon's own
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import socket
@@ -69,6 +70,28 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
         assert "eth0" not in sh(daemon, image, "cat /links.txt")
         _, log = build(daemon, context, "--network", "no-such-network", check=False)
         assert "network no-such-network not found" in log
+
+        # a user-defined network: its subnet, and the embedded DNS answers the peer's name
+        daemon.kapal("network", "create", "buildnet")
+        try:
+            subnet = json.loads(daemon.kapal("network", "inspect", "buildnet").stdout)[0]["IPAM"]["Config"][0]
+            network = ipaddress.ip_network(subnet["Subnet"])
+            daemon.kapal("network", "connect", "--alias", "the-peer", "buildnet", peer)
+            context = write_context(
+                scratch / "user",
+                {
+                    "Dockerfile": "FROM busybox\nRUN ip -o -4 addr show eth0 > /eth0.txt "
+                    "&& cat /etc/resolv.conf > /resolv.txt && wget -q -O /peer.txt http://the-peer:8080/index\n"
+                },
+            )
+            image, _ = build(daemon, context, "--network", "buildnet")
+            out = sh(daemon, image, "cat /eth0.txt /resolv.txt /peer.txt")
+            run_address = ipaddress.ip_address(out.split("inet ")[1].split("/")[0])
+            assert run_address in network and "nameserver 127.0.0.11" in out
+            assert out.endswith("peer-says-hi\n")
+        finally:
+            daemon.kapal("network", "disconnect", "buildnet", peer, check=False)
+            daemon.kapal("network", "rm", "buildnet", check=False)
     finally:
         daemon.kapal("rm", "-f", peer)
 
