@@ -12,17 +12,14 @@ import base64
 import binascii
 import io
 import json
-import logging
 from typing import Any
 
 from aiohttp import web
 
 from kapal.build.builder import BuildError, BuildOptions
 from kapal.daemon.app import ENGINE, Routes, json_response
-from kapal.daemon.streams import error_message, json_line
-from kapal.errors import InvalidArgument, KapalError, NotImplementedYet
-
-log = logging.getLogger("kapald")
+from kapal.daemon.streams import json_progress
+from kapal.errors import InvalidArgument, NotImplementedYet
 
 
 def _bool(value: str | None) -> bool:
@@ -129,72 +126,9 @@ async def build(request: web.Request) -> web.StreamResponse:
             emit({"errorDetail": detail, "error": error.message})
             return ""
 
-    return await _stream(request, work, prepared.cancellation)
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-async def _stream(request: web.Request, work: Any, cancellation: Any) -> web.StreamResponse:
-    """Run the build in a thread, its messages streamed as JSON lines; a client that goes away
-    cancels it (its RUN container killed, its files removed), as dockerd cancels a build whose
-    request context ends. An error after the 200 went out is sent in-band."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-
-    def emit(message: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, message)
-
-    def run() -> str:
-        try:
-            return work(emit)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    task = asyncio.ensure_future(asyncio.to_thread(run))
-    getter: asyncio.Future[Any] | None = asyncio.ensure_future(queue.get())
-    try:
-        while True:
-            assert getter is not None
-            done, _ = await asyncio.wait({getter}, timeout=0.5)
-            if not done:
-                if _client_gone(request):
-                    break
-                continue
-            message = getter.result()
-            if message is None:
-                getter = None
-                break
-            getter = asyncio.ensure_future(queue.get())
-            await response.write(json_line(message))
-        if getter is not None:  # the client went away
-            _abandon(getter, task, cancellation)
-            return response
-        try:
-            await task
-        except Exception as error:  # the status line is gone already
-            if not isinstance(error, KapalError):
-                log.exception("error in build")
-            await response.write(json_line(error_message(error)))
-        await response.write_eof()
-    except ConnectionError:
-        _abandon(getter, task, cancellation)
-    except asyncio.CancelledError:
-        _abandon(getter, task, cancellation)
-        raise
+    # a client that goes away cancels its build, as dockerd cancels the build's context
+    response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
     return response
-
-
-def _abandon(getter: asyncio.Future[Any] | None, task: asyncio.Future[Any], cancellation: Any) -> None:
-    """Cancel the build; its thread cleans up and ends on its own."""
-    if getter is not None:
-        getter.cancel()
-    cancellation.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def prune(request: web.Request) -> web.Response:
