@@ -105,7 +105,7 @@ def main() -> int:
     legacy_env["DOCKER_BUILDKIT"] = "0"
     legacy_env["DOCKER_CONFIG"] = str(base / "docker-config")
     results: dict[str, dict[str, float]] = {}
-    # RUN steps are on each daemon's default bridge (kapald's of its own, clear of other daemons)
+    # kapald's RUN steps are on its default bridge: one of its own, clear of other daemons'
     (base / "kapald").mkdir(parents=True, exist_ok=True)
     (base / "kapald" / "daemon.json").write_text(json.dumps({"bridge": "kb" + secrets.token_hex(4)}))
     kapald = Kapald(base / "kapald").start()
@@ -120,7 +120,7 @@ def main() -> int:
         if docker:
             results["docker build (kapald)"] = measure(kapald, [docker], context, opts.runs, legacy_env)
         if docker and Dockerd.available() and not opts.no_dockerd:
-            dockerd = Dockerd(base / "dockerd", network=True).start()
+            dockerd = Dockerd(base / "dockerd").start()  # --bridge=none: no docker0 to share with others
             saved = subprocess.run(
                 [KAPAL, "-H", kapald.host, "save", "debian:bookworm"], check=True, capture_output=True
             ).stdout
