@@ -278,6 +278,12 @@ def test_predefined_args_network_and_flags(daemon: Daemon, busybox: str, scratch
     refused = write_context(scratch / "refused", {"Dockerfile": "FROM busybox\nCOPY --exclude=*.md . /\n"})
     _, log = build(daemon, refused, check=False)
     assert "dockerfile parse error on line 2: unknown flag: --exclude" in log
+    refused = write_context(
+        scratch / "parents", {"Dockerfile": "FROM busybox\nRUN true\nCOPY --parents a/b /\n", "a/b": "b"}
+    )
+    _, log = build(daemon, refused, check=False)
+    # refused before any step runs, as the legacy builder's parser refuses it
+    assert "Step 1" not in log and "dockerfile parse error on line 3: unknown flag: --parents" in log
     bad_signal = write_context(scratch / "signal", {"Dockerfile": "FROM busybox\nSTOPSIGNAL SIGNOPE\n"})
     _, log = build(daemon, bad_signal, check=False)
     assert "Invalid signal: SIGNOPE" in log
