@@ -479,7 +479,7 @@ class Build:
                 image = None
         if image is None:
             image = self.service.pull(
-                name, platform or self.options.platform or None, self.options, self.output
+                name, platform or self.options.platform or None, self.options, self.output, self.cancellation
             )
         return self.state_of_image(image)
 

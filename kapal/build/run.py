@@ -181,7 +181,9 @@ def _run(
     def kill() -> None:
         try:
             runtime.kill(container_id, signal.SIGKILL)
-        except KapalError:  # not created yet: stop the runtime before it makes it
+        except KapalError:
+            pass
+        if not (runtime.root / container_id).exists():  # not created yet: stop the runtime instead
             process.kill()
 
     try:

@@ -10,6 +10,7 @@ left.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import shutil
@@ -23,6 +24,7 @@ from kapal import reference
 from kapal.build import instructions as ins
 from kapal.build.builder import (
     Build,
+    BuildError,
     BuildOptions,
     Cancellation,
     StageOutput,
@@ -107,7 +109,14 @@ class BuildService:
         directory.mkdir(exist_ok=True)
         return directory
 
-    def pull(self, name: str, platform: str | None, options: BuildOptions, output: StageOutput) -> Image:
+    def pull(
+        self,
+        name: str,
+        platform: str | None,
+        options: BuildOptions,
+        output: StageOutput,
+        cancellation: Cancellation | None = None,
+    ) -> Image:
         """An image the build needs and does not have, through the engine's registry client.
 
         The pull runs on the daemon's event loop (where the registry sessions live); its
@@ -135,7 +144,11 @@ class BuildService:
         future = asyncio.run_coroutine_threadsafe(
             self.engine.distribution.pull(str(ref), "", chosen, emit, platform), self.loop
         )
-        future.result()
+        with (cancellation or Cancellation()).guard(future.cancel):
+            try:
+                future.result()
+            except concurrent.futures.CancelledError:
+                raise BuildError("context canceled") from None
         return self.engine.images.get(str(ref))
 
     # -- a build ----------------------------------------------------------------------------

@@ -147,7 +147,7 @@ async def _relay_while_connected(
 
 
 def _abandon(task: asyncio.Future[Any], cancel: Callable[[], None]) -> None:
-    cancel()
+    asyncio.get_running_loop().run_in_executor(None, cancel)  # it may block (killing a process)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # ends on its own, unawaited
 
 
