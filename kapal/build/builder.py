@@ -993,7 +993,9 @@ class StageBuilder:
         build_args = self.build_args_in_use()
         prefix = f"|{len(build_args)} {' '.join(build_args)} " if build_args else ""
         created_by = prefix + " ".join(args)
-        network = command.network or self.build.options.network or ""
+        # RUN --network=default is the build's network (networkmode), as in BuildKit
+        network = command.network if command.network not in (None, "", "default") else ""
+        network = network or self.build.options.network or ""
         run_mounts = command.mounts
         if getattr(command, "mount_specs", None):
             from kapal.build.dockerfile import parse_mount

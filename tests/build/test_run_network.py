@@ -64,10 +64,13 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
         # the networkmode query (kapal build --network) applies to every RUN without its own
         context = write_context(
             scratch / "none",
-            {"Dockerfile": "FROM busybox\nRUN ip -o link > /links.txt\n"},
+            {
+                "Dockerfile": "FROM busybox\nRUN ip -o link > /links.txt\n"
+                "RUN --network=default ip -o link > /b.txt\n"
+            },
         )
         image, _ = build(daemon, context, "--network", "none")
-        assert "eth0" not in sh(daemon, image, "cat /links.txt")
+        assert "eth0" not in sh(daemon, image, "cat /links.txt /b.txt")  # default: the build's network
         _, log = build(daemon, context, "--network", "no-such-network", check=False)
         assert "network no-such-network not found" in log
 
