@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import secrets
@@ -103,7 +104,10 @@ class Cancellation:
             self._event.set()
             kills = list(self._kills.values())
         for kill in kills:
-            kill()
+            try:
+                kill()
+            except Exception:  # noqa: BLE001 - the others still go
+                logging.getLogger("kapald").exception("cancelling a build step")
 
     def check(self) -> None:
         if self._event.is_set():
