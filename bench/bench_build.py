@@ -13,8 +13,10 @@ against kapald at most 0.3x dockerd's legacy builder.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -103,6 +105,9 @@ def main() -> int:
     legacy_env["DOCKER_BUILDKIT"] = "0"
     legacy_env["DOCKER_CONFIG"] = str(base / "docker-config")
     results: dict[str, dict[str, float]] = {}
+    # kapald's RUN steps are on its default bridge: one of its own, clear of other daemons'
+    (base / "kapald").mkdir(parents=True, exist_ok=True)
+    (base / "kapald" / "daemon.json").write_text(json.dumps({"bridge": "kb" + secrets.token_hex(4)}))
     kapald = Kapald(base / "kapald").start()
     dockerd = None
     try:
@@ -115,7 +120,7 @@ def main() -> int:
         if docker:
             results["docker build (kapald)"] = measure(kapald, [docker], context, opts.runs, legacy_env)
         if docker and Dockerd.available() and not opts.no_dockerd:
-            dockerd = Dockerd(base / "dockerd").start()
+            dockerd = Dockerd(base / "dockerd").start()  # --bridge=none: no docker0 to share with others
             saved = subprocess.run(
                 [KAPAL, "-H", kapald.host, "save", "debian:bookworm"], check=True, capture_output=True
             ).stdout

@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import secrets
@@ -47,7 +48,7 @@ from kapal.build.copy import (
 from kapal.build.run import RunRequest
 from kapal.build.snapshot import LayerRef, Snapshot
 from kapal.content.lease import Lease
-from kapal.errors import InvalidArgument, KapalError, NotFound, NotImplementedYet
+from kapal.errors import InvalidArgument, KapalError, NotFound
 from kapal.image import manifest as mf
 from kapal.image.store import Image
 from kapal.runtime import rootfs as rootfs_mount
@@ -81,6 +82,51 @@ class BuildError(KapalError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Cancellation:
+    """A build's off switch: set when its client goes away (dockerd cancels the build's context).
+
+    Steps check it before they start; a RUN under way registers how to kill its container.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._kills: dict[int, Callable[[], None]] = {}
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            kills = list(self._kills.values())
+        for kill in kills:
+            try:
+                kill()
+            except Exception:  # noqa: BLE001 - the others still go
+                logging.getLogger("kapald").exception("cancelling a build step")
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise BuildError("context canceled")
+
+    @contextmanager
+    def guard(self, kill: Callable[[], None]) -> Iterator[None]:
+        """While the block runs, cancelling calls *kill* (at once if cancelled already)."""
+        token = id(kill)
+        with self._lock:
+            self._kills[token] = kill
+            cancelled = self._event.is_set()
+        if cancelled:
+            kill()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._kills.pop(token, None)
 
 
 @dataclass
@@ -190,8 +236,10 @@ class Build:
         workdir: Path,
         lease: Lease,
         emit: Emit,
+        cancellation: Cancellation | None = None,
     ) -> None:
         self.service = service
+        self.cancellation = cancellation or Cancellation()
         self.engine = service.engine
         self.cache: BuildCache = service.cache
         self.dockerfile = dockerfile
@@ -435,7 +483,7 @@ class Build:
                 image = None
         if image is None:
             image = self.service.pull(
-                name, platform or self.options.platform or None, self.options, self.output
+                name, platform or self.options.platform or None, self.options, self.output, self.cancellation
             )
         return self.state_of_image(image)
 
@@ -639,6 +687,7 @@ class StageBuilder:
             text = " ".join(f'"{k}"="{v}"' for k, v in sorted(self.build.options.labels.items()))
             commands.append(ins.Label("LABEL", 0, f"LABEL {text}", pairs=pairs))
         for command in commands:
+            self.build.cancellation.check()
             self.step_header(command)
             self.dispatch(command, trigger=False)
             self.out(f" ---> {short(self.state.id)}\n")  # type: ignore[union-attr]
@@ -948,7 +997,9 @@ class StageBuilder:
         build_args = self.build_args_in_use()
         prefix = f"|{len(build_args)} {' '.join(build_args)} " if build_args else ""
         created_by = prefix + " ".join(args)
-        network = command.network or self.build.options.network or ""
+        # RUN --network=default is the build's network (networkmode), as in BuildKit
+        network = command.network if command.network not in (None, "", "default") else ""
+        network = network or self.build.options.network or ""
         run_mounts = command.mounts
         if getattr(command, "mount_specs", None):
             from kapal.build.dockerfile import parse_mount
@@ -980,7 +1031,9 @@ class StageBuilder:
                         request,
                         self.run_output,
                         container_id,
+                        self.build.cancellation,
                     )
+                    self.build.cancellation.check()
                     self.out(f" ---> Removed intermediate container {container_id[:12]}\n")
                 if code != 0:
                     raise BuildError(f"The command '{' '.join(args)}' returned a non-zero code: {code}", code)
@@ -1122,8 +1175,7 @@ class StageBuilder:
         if command.is_add and command.from_:
             raise InvalidArgument("ADD does not support the --from option")
         if command.exclude or command.parents:
-            flag = "--exclude" if command.exclude else "--parents"
-            raise NotImplementedYet(f"{keyword} {flag} is not supported by this builder")
+            raise InvalidArgument(unsupported_flag_error(command))
         sources = list(command.sources)
         urls = [s for s in sources if command.is_add and _is_url(s)]
         local = [s for s in sources if s not in urls]
@@ -1243,6 +1295,13 @@ class StageBuilder:
             path=str(file),
         )
         writer.write(RootfsTree(str(path)), entry, target)
+
+
+def unsupported_flag_error(command: ins.Copy) -> str:
+    """dockerd's legacy builder parses without the labs flags: ``--exclude`` and ``--parents`` are
+    unknown flags there (BuildKit only, behind ``# syntax=docker/dockerfile:1-labs``)."""
+    flag = "--exclude" if command.exclude else "--parents"
+    return f"dockerfile parse error on line {command.line}: unknown flag: {flag}"
 
 
 def _bind(source: str, target: str, readonly: bool) -> dict[str, Any]:

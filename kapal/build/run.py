@@ -5,6 +5,11 @@ the same runtime), but short-lived and unlisted: the runtime's ``run``
 verb in the foreground with the output on a pipe, no monitor process, no
 record in the database. A build step only needs the exit code, the output
 and the upper dir it leaves behind.
+
+As in dockerd's legacy builder, a RUN is on the engine's default bridge unless
+the build says ``--network=none|host`` (or names another network): the network
+namespace is made first, held by a small process, and given its endpoint through
+the network service, so the runtime only joins it.
 """
 
 from __future__ import annotations
@@ -13,17 +18,23 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kapal.container.etc_files import write_etc_files
-from kapal.errors import InvalidArgument
+from kapal.container.model import Container, now_rfc3339
+from kapal.errors import InvalidArgument, KapalError
 from kapal.runtime import cgroups
 from kapal.runtime.oci import OCIRuntime
-from kapal.runtime.spec import HostFacts, build_spec
+from kapal.runtime.spec import HostFacts, build_spec, container_sysctls
+
+# Holds a fresh network namespace (loopback up) until its stdin closes.
+_HOLDER = ["unshare", "--net", "--", "/bin/sh", "-c", "ip link set lo up && echo ready && read _"]
 
 
 @dataclass
@@ -32,17 +43,80 @@ class RunRequest:
     env: list[str]
     user: str = ""
     workdir: str = ""
-    network: str = "none"  # none or host
+    network: str = ""  # "" or default: the default bridge; none, host, or a network's name
     mounts: list[dict[str, Any]] = field(default_factory=list)  # OCI mounts
 
 
-def _network_mode(network: str | None) -> str:
-    """The RUN's network: ``host`` when asked for, otherwise a namespace of its own (no interfaces)."""
-    if network in (None, "", "default", "none", "bridge"):
-        return "none"
-    if network == "host":
-        return "host"
-    raise InvalidArgument(f"network mode {network!r} is not supported for RUN (use default, none or host)")
+def network_mode(network: str | None) -> str:
+    """The RUN's network mode: the default bridge unless the build names another, as dockerd's."""
+    if network in (None, "", "default"):
+        return "bridge"
+    if network.startswith("container:"):
+        raise InvalidArgument(f"network mode {network!r} is not supported for RUN")
+    return network
+
+
+@contextmanager
+def run_network(networks: Any, container_id: str, mode: str, bundle: Path) -> Iterator[tuple[str, dict]]:
+    """The RUN container's network: yields (the spec's NetworkMode, its /etc files).
+
+    ``none`` and ``host`` need nothing; any other mode gets an endpoint from *networks*
+    (kapal.network.service.NetworkService) in a namespace made here, released on the way out.
+    """
+    hostname = container_id[:12]
+    if mode in ("none", "host") or networks is None:
+        yield (
+            mode if mode == "host" else "none",
+            write_etc_files(bundle, hostname, "", mode == "host", [], [], [], []),
+        )
+        return
+    container = Container(
+        id=container_id,
+        name=f"build-{hostname}",
+        image="",
+        image_id="",
+        created=now_rfc3339(),
+        config={"Hostname": hostname},
+        host_config={"NetworkMode": mode},
+        args=[],
+        runtime="",
+    )
+    container.endpoints_config = networks.plan(container.host_config)  # an unknown network fails here
+    holder = subprocess.Popen(_HOLDER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        if holder.stdout.readline() != b"ready\n":
+            error = holder.stderr.read().decode(errors="replace").strip() if holder.stderr else ""
+            raise InvalidArgument(f"making RUN's network namespace: {error or 'failed'}")
+        try:
+            addresses = networks.prepare(container)
+            etc = write_etc_files(
+                bundle,
+                hostname,
+                "",
+                False,
+                [],
+                [],
+                [],
+                [],
+                addresses=addresses,
+                embedded_dns=networks.uses_embedded_dns(container),
+            )
+            networks.attach(container, holder.pid)
+            yield f"container:/proc/{holder.pid}/ns/net", etc
+        finally:
+            networks.detach(container)
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        try:
+            holder.wait(5)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+        for stream in (holder.stdout, holder.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def run_container(
@@ -54,32 +128,48 @@ def run_container(
     request: RunRequest,
     output: Callable[[bytes], None],
     container_id: str | None = None,
+    networks: Any = None,
+    cancellation: Any = None,
 ) -> tuple[str, int]:
-    """Run *request* on *rootfs*; returns (container ID, exit code)."""
+    """Run *request* on *rootfs*; returns (container ID, exit code).
+
+    *cancellation* (kapal.build.builder.Cancellation) may kill the container while it runs.
+    """
     container_id = container_id or secrets.token_hex(32)
     bundle.mkdir(parents=True, exist_ok=True)
-    mode = _network_mode(request.network)
-    etc = write_etc_files(bundle, container_id[:12], "", mode == "host", [], [], [], [])
-    create = {
-        "Cmd": request.args,
-        "Entrypoint": None,
-        "Env": request.env,
-        "User": request.user,
-        "WorkingDir": request.workdir,
-        "HostConfig": {"NetworkMode": mode},
-    }
-    spec = build_spec(
-        {},
-        create,
-        str(rootfs),
-        str(bundle),
-        container_id,
-        etc,
-        host,
-        cgroups.cgroups_path(container_id),
-        mounts=request.mounts,
-    )
-    (bundle / "config.json").write_text(json.dumps(spec))
+    try:
+        with run_network(networks, container_id, network_mode(request.network), bundle) as (mode, etc):
+            create = {
+                "Cmd": request.args,
+                "Entrypoint": None,
+                "Env": request.env,
+                "User": request.user,
+                "WorkingDir": request.workdir,
+                "HostConfig": {"NetworkMode": mode},
+            }
+            spec = build_spec(
+                {},
+                create,
+                str(rootfs),
+                str(bundle),
+                container_id,
+                etc,
+                host,
+                cgroups.cgroups_path(container_id),
+                mounts=request.mounts,
+            )
+            if mode.startswith("container:"):  # a namespace of its own, made beforehand
+                spec["linux"].setdefault("sysctl", {}).update(container_sysctls({}, True))
+            (bundle / "config.json").write_text(json.dumps(spec))
+            return container_id, _run(runtime, bundle, container_id, output, cancellation)
+    finally:
+        cgroups.remove(container_id, cgroup_layout)
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _run(
+    runtime: OCIRuntime, bundle: Path, container_id: str, output: Callable[[bytes], None], cancellation: Any
+) -> int:
     process = subprocess.Popen(
         [runtime.path, f"--root={runtime.root}", "run", "--bundle", str(bundle), container_id],
         stdin=subprocess.DEVNULL,
@@ -87,12 +177,22 @@ def run_container(
         stderr=subprocess.STDOUT,
         cwd=bundle,
     )
+
+    def kill() -> None:
+        try:
+            runtime.kill(container_id, signal.SIGKILL)
+        except KapalError:
+            pass
+        if not (runtime.root / container_id).exists():  # not created yet: stop the runtime instead
+            process.kill()
+
     try:
-        assert process.stdout is not None
-        fd = process.stdout.fileno()
-        while chunk := os.read(fd, 65536):
-            output(chunk)
-        code = process.wait()
+        with cancellation.guard(kill) if cancellation is not None else _nothing():
+            assert process.stdout is not None
+            fd = process.stdout.fileno()
+            while chunk := os.read(fd, 65536):
+                output(chunk)
+            return process.wait()
     except BaseException:
         process.kill()
         process.wait()
@@ -105,6 +205,8 @@ def run_container(
                 [runtime.path, f"--root={runtime.root}", "delete", "--force", container_id],
                 capture_output=True,
             )
-        cgroups.remove(container_id, cgroup_layout)
-        shutil.rmtree(bundle, ignore_errors=True)
-    return container_id, code
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

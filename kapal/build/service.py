@@ -10,6 +10,7 @@ left.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import shutil
@@ -20,7 +21,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kapal import reference
-from kapal.build.builder import Build, BuildOptions, StageOutput, State, short
+from kapal.build import instructions as ins
+from kapal.build.builder import (
+    Build,
+    BuildError,
+    BuildOptions,
+    Cancellation,
+    StageOutput,
+    State,
+    short,
+    unsupported_flag_error,
+)
 from kapal.build.cache import BuildCache
 from kapal.build.context import BuildContext, locate_dockerfile
 from kapal.build.run import RunRequest, run_container
@@ -38,6 +49,7 @@ class PreparedBuild:
     dockerfile: Any
     options: BuildOptions
     workdir: Path
+    cancellation: Cancellation
 
     def discard(self) -> None:
         self.context.close()
@@ -75,11 +87,21 @@ class BuildService:
         request: RunRequest,
         output: Callable[[bytes], None],
         container_id: str | None = None,
+        cancellation: Cancellation | None = None,
     ) -> tuple[str, int]:
         containers = self.engine.containers
         runtime = containers.runtime(None)
         return run_container(
-            runtime, containers.host, containers.cgroup_layout, bundle, rootfs, request, output, container_id
+            runtime,
+            containers.host,
+            containers.cgroup_layout,
+            bundle,
+            rootfs,
+            request,
+            output,
+            container_id,
+            networks=self.engine.networks,
+            cancellation=cancellation,
         )
 
     def cache_mount_dir(self, cache_id: str) -> Path:
@@ -87,7 +109,14 @@ class BuildService:
         directory.mkdir(exist_ok=True)
         return directory
 
-    def pull(self, name: str, platform: str | None, options: BuildOptions, output: StageOutput) -> Image:
+    def pull(
+        self,
+        name: str,
+        platform: str | None,
+        options: BuildOptions,
+        output: StageOutput,
+        cancellation: Cancellation | None = None,
+    ) -> Image:
         """An image the build needs and does not have, through the engine's registry client.
 
         The pull runs on the daemon's event loop (where the registry sessions live); its
@@ -115,7 +144,11 @@ class BuildService:
         future = asyncio.run_coroutine_threadsafe(
             self.engine.distribution.pull(str(ref), "", chosen, emit, platform), self.loop
         )
-        future.result()
+        with (cancellation or Cancellation()).guard(future.cancel):
+            try:
+                future.result()
+            except concurrent.futures.CancelledError:
+                raise BuildError("context canceled") from None
         return self.engine.images.get(str(ref))
 
     # -- a build ----------------------------------------------------------------------------
@@ -136,12 +169,13 @@ class BuildService:
             name, data = locate_dockerfile(context, options.dockerfile)
             self._apply_dockerignore(context, name)
             dockerfile = parse_dockerfile(data, posixpath_base(name))
+            _refuse_labs_flags(dockerfile)
         except BaseException:
             if context is not None:
                 context.close()
             _remove_tree(workdir)
             raise
-        return PreparedBuild(context, dockerfile, options, workdir)
+        return PreparedBuild(context, dockerfile, options, workdir, Cancellation())
 
     def run_build(self, prepared: PreparedBuild, emit: Emit) -> str:
         """Run a prepared build; returns the image ID. Messages go to *emit*."""
@@ -152,7 +186,14 @@ class BuildService:
                     emit({"stream": f"[Warning] {warning}\n"})
             with self.engine.content.leases.lease() as lease:
                 build = Build(
-                    self, prepared.dockerfile, prepared.context, options, prepared.workdir, lease, emit
+                    self,
+                    prepared.dockerfile,
+                    prepared.context,
+                    options,
+                    prepared.workdir,
+                    lease,
+                    emit,
+                    prepared.cancellation,
                 )
                 state = build.run()
                 image = self._register(state, options, lease)
@@ -229,6 +270,14 @@ class BuildService:
         (self.root / "cache-mounts").mkdir(exist_ok=True)
         self.engine.images.collect_garbage()
         return [key.partition(":")[2][:25] for key in removed], reclaimed
+
+
+def _refuse_labs_flags(dockerfile: Any) -> None:
+    """What the legacy builder refuses while parsing, refused before the build starts as there."""
+    for stage in dockerfile.stages:
+        for command in stage.commands:
+            if isinstance(command, ins.Copy) and (command.exclude or command.parents):
+                raise InvalidArgument(unsupported_flag_error(command))
 
 
 def posixpath_base(name: str) -> str:

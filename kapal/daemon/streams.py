@@ -74,11 +74,15 @@ def error_message(error: BaseException) -> dict[str, Any]:
 
 
 async def json_progress(
-    request: web.Request, work: Callable[[Emit], T], prepare: bool = True
+    request: web.Request,
+    work: Callable[[Emit], T],
+    prepare: bool = True,
+    cancel: Callable[[], None] | None = None,
 ) -> tuple[web.StreamResponse, T | None]:
     """Run *work(emit)* in a thread, streaming what it emits as JSON lines.
 
-    An error after the 200 went out is sent in-band, as Docker does.
+    An error after the 200 went out is sent in-band, as Docker does. With *cancel*, a client
+    that goes away (even while nothing is sent) calls it and leaves the thread to end on its own.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -95,8 +99,20 @@ async def json_progress(
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
-    while (message := await queue.get()) is not None:
-        await response.write(json_line(message))
+    if cancel is None:
+        while (message := await queue.get()) is not None:
+            await response.write(json_line(message))
+    else:
+        try:
+            finished = await _relay_while_connected(request, response, queue)
+        except asyncio.CancelledError:
+            _abandon(task, cancel)
+            raise
+        except ConnectionError:
+            finished = False
+        if not finished:
+            _abandon(task, cancel)
+            return response, None
     result: T | None = None
     try:
         result = await task
@@ -106,6 +122,33 @@ async def json_progress(
         await response.write(json_line(error_message(error)))
     await response.write_eof()
     return response, result
+
+
+async def _relay_while_connected(
+    request: web.Request, response: web.StreamResponse, queue: asyncio.Queue[dict[str, Any] | None]
+) -> bool:
+    """Send the queue's messages until its end (True) or until the client is gone (False)."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=0.5)
+            if not done:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return False
+                continue
+            message = getter.result()
+            if message is None:
+                return True
+            getter = asyncio.ensure_future(queue.get())
+            await response.write(json_line(message))
+    finally:
+        getter.cancel()
+
+
+def _abandon(task: asyncio.Future[Any], cancel: Callable[[], None]) -> None:
+    asyncio.get_running_loop().run_in_executor(None, cancel)  # it may block (killing a process)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # ends on its own, unawaited
 
 
 async def iterate_in_thread(produce: Callable[[], Iterator[T]], buffer: int = 256) -> AsyncIterator[T]:

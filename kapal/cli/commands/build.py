@@ -234,7 +234,10 @@ def build(ctx: Context, prog: str, args: list[str]) -> int:
     body, dockerfile_name = _context_body(opts)
     if dockerfile_name:
         query.append(("dockerfile", dockerfile_name))
-    headers = {"X-Kapal-Build-Secrets": _secrets_header(opts.secret)} if opts.secret else None
+    headers = {"X-Kapal-Build-Secrets": _secrets_header(opts.secret)} if opts.secret else {}
+    registry_config = _registry_config()
+    if registry_config:
+        headers["X-Registry-Config"] = registry_config
     messages = ctx.client.stream("POST", "/build", query, body=body, headers=headers)
     mode = opts.progress
     if opts.quiet or mode == "quiet":
@@ -249,6 +252,31 @@ def build(ctx: Context, prog: str, args: list[str]) -> int:
         with open(opts.iidfile, "w") as out:
             out.write(image_id)
     return 0
+
+
+def _registry_config() -> str:
+    """Every login of ``config.json`` for the images FROM may pull, as the docker CLI sends them
+    in ``X-Registry-Config`` (the builder picks the one of each base image's registry)."""
+    import base64
+    import json
+
+    from kapal.distribution.credentials import ConfigFile
+    from kapal.errors import InvalidArgument
+
+    try:
+        config = ConfigFile()
+    except InvalidArgument as error:
+        raise CommandError(str(error)) from None
+    document: dict[str, dict[str, str]] = {}
+    for key in [*(config.data.get("auths") or {}), *(config.data.get("credHelpers") or {})]:
+        credentials = config.get(key)
+        if credentials.anonymous:
+            continue
+        entry = {"username": credentials.username, "password": credentials.password}
+        if credentials.identity_token:
+            entry = {"identitytoken": credentials.identity_token}
+        document[key] = {**entry, "serveraddress": credentials.server_address}
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode() if document else ""
 
 
 def _secrets_header(specs: list[str]) -> str:
@@ -383,6 +411,13 @@ def _plain(messages: Iterator[dict[str, Any]]) -> str:
         if text:
             out.write(text)
             out.flush()
+        elif "status" in message:  # pulling a base image
+            from kapal.cli.commands.registry import status_line
+
+            line = status_line(message)
+            if line is not None:
+                out.write(line + "\n")
+                out.flush()
     return image_id
 
 

@@ -60,10 +60,17 @@ def display(messages: Iterator[dict[str, Any]], quiet: bool) -> None:
     for message in messages:
         if "errorDetail" in message or "error" in message:
             _fail(message)
-        if "status" not in message or message["status"] in _PROGRESS_STATES:
-            continue
-        prefix = f"{message['id']}: " if message.get("id") else ""
-        print(f"{prefix}{message['status']}", flush=True)
+        line = status_line(message)
+        if line is not None:
+            print(line, flush=True)
+
+
+def status_line(message: dict[str, Any]) -> str | None:
+    """A progress message as docker prints it without a terminal (None: not printed)."""
+    if "status" not in message or message["status"] in _PROGRESS_STATES:
+        return None
+    prefix = f"{message['id']}: " if message.get("id") else ""
+    return f"{prefix}{message['status']}"
 
 
 def _display_bars(messages: Iterator[dict[str, Any]]) -> None:

@@ -126,7 +126,8 @@ async def build(request: web.Request) -> web.StreamResponse:
             emit({"errorDetail": detail, "error": error.message})
             return ""
 
-    response, _ = await json_progress(request, work)
+    # a client that goes away cancels its build, as dockerd cancels the build's context
+    response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
     return response
 
 
