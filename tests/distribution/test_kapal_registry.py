@@ -287,3 +287,79 @@ def test_multi_platform_index_pulls_the_host_platform(
     kapald.kapal("rmi", name)
     kapald.kapal("pull", "--platform", f"linux/{other_arch}", name)
     assert inspect(kapald, name)["Id"] == foreign_digest
+
+
+def test_all_tags_mounts_and_docker_login_with_tokens(
+    kapald: Daemon, busybox_image: str, scratch: Path
+) -> None:
+    """push -a, a cross-repository mount and pull -a, then the docker CLI logging in to the token service."""
+    htpasswd = scratch / "htpasswd"
+    htpasswd.write_text(f"ci:{bcrypt.hashpw(b'ci-pw', bcrypt.gensalt(4)).decode()}\n")
+    key = scratch / "token.pem"
+    write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
+    server = RegistryProcess(scratch / "token", "--htpasswd", str(htpasswd), "--token-key", str(key)).start()
+    try:
+        # Each CLI keeps its own config.json here: both log in.
+        kapald.docker("login", "-u", "ci", "--password-stdin", server.host, input=b"ci-pw\n")
+        kapald.kapal("login", "-u", "ci", "--password-stdin", server.host, input=b"ci-pw\n")
+        first = f"{server.host}/team/one"
+        for tag in ("a", "b", "c"):
+            kapald.kapal("tag", "busybox:latest", f"{first}:{tag}")
+        out = kapald.kapal("push", "--all-tags", first).stdout.decode()
+        assert all(f"{tag}: digest:" in out for tag in "abc"), out
+        second = f"{server.host}/team/two:v1"
+        kapald.docker("tag", "busybox:latest", second)
+        assert "Mounted from team/one" in kapald.docker("push", second).stdout.decode()
+
+        kapald.kapal("rmi", "-f", busybox_image)
+        kapald.docker("pull", "-a", first)
+        tags = sorted(inspect(kapald, busybox_image)["RepoTags"])
+        assert tags == [f"{first}:{tag}" for tag in "abc"]
+        kapald.docker("pull", second)
+        assert kapald.docker("run", "--rm", second, "echo", "mounted").stdout.decode().strip() == "mounted"
+    finally:
+        server.stop()
+
+
+def test_pull_resumes_after_the_registry_is_killed(
+    kapald: Daemon, busybox_rootfs: Path, kapal_registry: RegistryProcess, scratch: Path
+) -> None:
+    """kill -9 of kapal-registry mid-pull; the retry asks for the rest with Range and completes."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import KAPAL
+    from registries import rootfs_with_file
+
+    name = f"{kapal_registry.host}/test/big:v1"
+    rootfs = rootfs_with_file(busybox_rootfs, scratch / "big.tar", "big.bin", 96 << 20)
+    image_id = kapald.kapal("import", str(rootfs), name).stdout.decode().strip()
+    rootfs.unlink()
+    kapald.kapal("push", name)
+    kapald.kapal("rmi", name)
+    ingest = kapald.data_root / "content" / "ingest"
+
+    def partial_sizes() -> list[int]:
+        return [p.stat().st_size for p in ingest.iterdir() if p.name.startswith("pull-")]
+
+    pull = subprocess.Popen(
+        [KAPAL, "-H", kapald.host, "pull", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(size > (4 << 20) for size in partial_sizes()):
+        assert pull.poll() is None, pull.communicate()
+        time.sleep(0.001)
+    kapal_registry.stop(signal.SIGKILL)
+    out, err = pull.communicate(timeout=120)
+    assert pull.returncode == 1, out
+    assert "\n" not in err.decode().strip()
+    assert any(0 < size < (96 << 20) for size in partial_sizes())
+
+    kapal_registry.start()
+    resumed = kapald.kapal("pull", name).stdout.decode()
+    assert "Resuming download" in resumed and "Pull complete" in resumed
+    assert inspect(kapald, name)["Id"] == image_id
+    assert partial_sizes() == []
+    size = kapald.kapal("run", "--rm", name, "stat", "-c", "%s", "/big.bin").stdout.decode().strip()
+    assert size == str(96 << 20)
