@@ -13,12 +13,11 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import bcrypt
 import pytest
 import requests
 from conftest import Daemon, clean_up_after
 from cryptography.hazmat.primitives.asymmetric import ec
-from registries import CertificateAuthority, busybox_image, certs_d, kapald  # noqa: F401 - fixtures
+from registries import CertificateAuthority, busybox_image, certs_d, htpasswd_file, kapald  # noqa: F401
 
 from kapal.content.digest import of_bytes
 from kapal.image.manifest import canonical_json, host_platform
@@ -42,6 +41,14 @@ def kapal_registry(scratch: Path) -> Iterator[RegistryProcess]:
         yield server
     finally:
         server.stop()
+
+
+def token_registry(scratch: Path, user: str, password: str) -> RegistryProcess:
+    """kapal-registry with htpasswd users and its own token service (bearer tokens, ES256)."""
+    key = scratch / "token.pem"
+    write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
+    htpasswd = htpasswd_file(scratch / "htpasswd", user, password)
+    return RegistryProcess(scratch / "token", "--htpasswd", str(htpasswd), "--token-key", str(key)).start()
 
 
 def inspect(daemon: Daemon, name: str) -> dict:
@@ -93,8 +100,7 @@ def test_tls_with_htpasswd_basic_auth(
     kapald: Daemon, busybox_image: str, scratch: Path, certs_d: Path
 ) -> None:
     ca = CertificateAuthority(scratch / "ca")
-    htpasswd = scratch / "htpasswd"
-    htpasswd.write_text(f"alice:{bcrypt.hashpw(b's3cret', bcrypt.gensalt(4)).decode()}\n")
+    htpasswd = htpasswd_file(scratch / "htpasswd", "alice", "s3cret")
     server = RegistryProcess(
         scratch / "secure",
         "--htpasswd",
@@ -128,11 +134,7 @@ def test_tls_with_htpasswd_basic_auth(
 def test_bearer_tokens_from_the_registrys_own_token_service(
     kapald: Daemon, busybox_image: str, scratch: Path
 ) -> None:
-    htpasswd = scratch / "htpasswd"
-    htpasswd.write_text(f"bob:{bcrypt.hashpw(b'hunter2', bcrypt.gensalt(4)).decode()}\n")
-    key = scratch / "token.pem"
-    write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
-    server = RegistryProcess(scratch / "token", "--htpasswd", str(htpasswd), "--token-key", str(key)).start()
+    server = token_registry(scratch, "bob", "hunter2")
     try:
         name = f"{server.host}/team/busybox:v1"
         kapald.kapal("tag", "busybox:latest", name)
@@ -293,11 +295,7 @@ def test_all_tags_mounts_and_docker_login_with_tokens(
     kapald: Daemon, busybox_image: str, scratch: Path
 ) -> None:
     """push -a, a cross-repository mount and pull -a, then the docker CLI logging in to the token service."""
-    htpasswd = scratch / "htpasswd"
-    htpasswd.write_text(f"ci:{bcrypt.hashpw(b'ci-pw', bcrypt.gensalt(4)).decode()}\n")
-    key = scratch / "token.pem"
-    write_pem_key(ec.generate_private_key(ec.SECP256R1()), key)
-    server = RegistryProcess(scratch / "token", "--htpasswd", str(htpasswd), "--token-key", str(key)).start()
+    server = token_registry(scratch, "ci", "ci-pw")
     try:
         # Each CLI keeps its own config.json here: both log in.
         kapald.docker("login", "-u", "ci", "--password-stdin", server.host, input=b"ci-pw\n")

@@ -45,29 +45,30 @@ def wait_healthy(url: str, daemon: Daemon, container: str) -> None:
     raise AssertionError(f"the registry container did not answer: {logs.stdout!r} {logs.stderr!r}")
 
 
+def run_registry(daemon: Daemon, port: int, root: Path, *options: str) -> str:
+    """``kapal run -d`` the registry image on 127.0.0.1:*port* with its data in *root*; its ID."""
+    run = daemon.kapal(
+        "run",
+        "-d",
+        *options,
+        "-p",
+        f"127.0.0.1:{port}:5000",
+        "-v",
+        f"{root}:/var/lib/registry",
+        *registry_container_mounts(),
+        "kapal-registry:test",
+        "--workers",
+        "1",
+    )
+    return run.stdout.decode().strip()
+
+
 def test_registry_runs_as_a_kapal_container(kapald: Daemon, busybox_image: str, scratch: Path) -> None:
     kapald.kapal("build", "-t", "kapal-registry:test", str(REPO / "contrib" / "registry"))
     root = scratch / "registry-root"
     root.mkdir()
     port = free_port()
-    container = (
-        kapald.kapal(
-            "run",
-            "-d",
-            "--name",
-            "registry",
-            "-p",
-            f"127.0.0.1:{port}:5000",
-            "-v",
-            f"{root}:/var/lib/registry",
-            *registry_container_mounts(),
-            "kapal-registry:test",
-            "--workers",
-            "1",
-        )
-        .stdout.decode()
-        .strip()
-    )
+    container = run_registry(kapald, port, root, "--name", "registry")
     try:
         wait_healthy(f"http://127.0.0.1:{port}", kapald, container)
         name = f"127.0.0.1:{port}/boxed/busybox:v1"
@@ -88,23 +89,7 @@ def test_registry_runs_as_a_kapal_container(kapald: Daemon, busybox_image: str, 
 
         # Its data outlives the container: a new one on the same directory serves the same image.
         kapald.kapal("rm", "-f", container)
-        again = (
-            kapald.kapal(
-                "run",
-                "-d",
-                "-p",
-                f"127.0.0.1:{port}:5000",
-                "-v",
-                f"{root}:/var/lib/registry",
-                *registry_container_mounts(),
-                "kapal-registry:test",
-                "--workers",
-                "1",
-            )
-            .stdout.decode()
-            .strip()
-        )
-        container = again
+        container = run_registry(kapald, port, root)
         wait_healthy(f"http://127.0.0.1:{port}", kapald, container)
         head = requests.head(
             f"http://127.0.0.1:{port}/v2/boxed/busybox/manifests/v1",
