@@ -31,6 +31,7 @@ from typing import Protocol
 
 from kapal.build.context import DIR, FILE, OTHER, SYMLINK, Entry, clean, copy_range
 from kapal.errors import InvalidArgument
+from kapal.image.layer_tar import process_umask
 from kapal.runtime.users import resolve_user
 
 _WILDCARD = re.compile(r"[*?\[]")
@@ -272,19 +273,7 @@ def parse_chmod(chmod: str | None) -> int | None:
     return mode
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race other threads)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-_UMASK = _umask()
+_UMASK = 0o022 if (_umask := process_umask()) is None else _umask
 
 
 class Writer:

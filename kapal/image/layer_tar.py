@@ -53,6 +53,8 @@ _OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 # into a layer the way it would if copied blindly.
 _UNEXPORTED_XATTRS = frozenset({"security.selinux"})
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
+# Children of a directory with a default ACL get their mode from it, not from the umask.
+_DEFAULT_ACL = "system.posix_acl_default"
 
 # Big enough that the Python loop around each read and write disappears next
 # to the copy itself.
@@ -364,6 +366,14 @@ class _Applier:
         self.skipped_xattrs: set[str] = set()
         self.failed_xattrs: set[str] = set()
         self._buffer = memoryview(bytearray(_CHUNK))
+        # What creating a node gives without being asked: root's owner and the umask's mode
+        # bits. Where a header asks for exactly that, chown and chmod are skipped (most
+        # entries of a real layer), except under directories whose new children inherit
+        # something else: a setgid one (its group and bit) or one with a default ACL.
+        self._creates_root_owned = os.geteuid() == 0 and os.getegid() == 0
+        umask = process_umask()
+        self._umask = 0o7777 if umask is None else umask  # unknown: never rely on it
+        self._inheriting_dirs: set[str] = set()
 
     # -- the model ---------------------------------------------------------
 
@@ -380,6 +390,7 @@ class _Applier:
             path = stack.pop()
             if self.kinds.pop(path) == _DIR:
                 self.dir_times.pop(path, None)
+                self._inheriting_dirs.discard(path)
                 stack.extend(self.children.pop(path))
 
     def _remove(self, rel: str) -> None:
@@ -422,6 +433,20 @@ class _Applier:
 
     # -- metadata ----------------------------------------------------------
 
+    def _as_created(self, rel: str, info: tarfile.TarInfo, mode_matters: bool = True) -> bool:
+        """Whether creating *rel* with mode ``info.mode & 0o777`` already gives the header's owner and mode.
+
+        Skipping the chown and chmod then saves two system calls per entry. A
+        setgid parent passes its group (and to directories its setgid bit), a
+        default ACL replaces the umask: under those everything is set explicitly.
+        """
+        if not (self._creates_root_owned and info.uid == 0 and info.gid == 0):
+            return False
+        if rel.rpartition("/")[0] in self._inheriting_dirs:
+            return False
+        mode = info.mode & 0o7777
+        return not mode_matters or mode == mode & ~self._umask & 0o777
+
     def _xattrs(self, info: tarfile.TarInfo, target: int | str) -> None:
         for key, value in info.pax_headers.items():
             if not key.startswith(_XATTR_PAX_PREFIX):
@@ -433,6 +458,8 @@ class _Applier:
                 self.skipped_xattrs.add(name)
                 continue
             data = value.encode("utf-8", "surrogateescape")
+            if name == _DEFAULT_ACL:
+                self._inheriting_dirs.add(_clean(info.name) if info.name.strip("/.") else "")
             try:
                 if isinstance(target, int):
                     os.setxattr(target, name, data)
@@ -499,13 +526,16 @@ class _Applier:
         os.fchown(self.fd, info.uid, info.gid)
         os.fchmod(self.fd, info.mode & 0o7777)
         self._xattrs(info, self.fd)
+        if _inherits(self.fd):
+            self._inheriting_dirs.add("")
         self.dir_times[""] = _mtime_ns(info)
         self.entries += 1
 
     def _file(self, rel: str, info: tarfile.TarInfo, reader: _ForwardReader, tar: tarfile.TarFile) -> None:
         self._remove(rel)
         mtime = _mtime_ns(info)
-        fd = os.open(rel, _CREATE_FLAGS, 0o600, dir_fd=self.fd)
+        as_created = self._as_created(rel, info)
+        fd = os.open(rel, _CREATE_FLAGS, info.mode & 0o777 if as_created else 0o600, dir_fd=self.fd)
         try:
             self._record(rel, _FILE)
             if info.size:
@@ -513,10 +543,11 @@ class _Applier:
                     self._copy_sparse(fd, info, tar)
                 else:
                     self._copy(fd, info, reader)
-            # chown clears setuid/setgid and file capabilities, so it goes
-            # first, then the mode, then xattrs (security.capability).
-            os.fchown(fd, info.uid, info.gid)
-            os.fchmod(fd, info.mode & 0o7777)
+            if not as_created:
+                # chown clears setuid/setgid and file capabilities, so it goes
+                # first, then the mode, then xattrs (security.capability).
+                os.fchown(fd, info.uid, info.gid)
+                os.fchmod(fd, info.mode & 0o7777)
             if info.pax_headers:
                 self._xattrs(info, fd)
             os.utime(fd, ns=(mtime, mtime))
@@ -562,10 +593,16 @@ class _Applier:
             # A directory over a directory only updates its metadata and
             # keeps the children; over anything else it replaces it.
             self._remove(rel)
-            os.mkdir(rel, 0o700, dir_fd=self.fd)
+            as_created = self._as_created(rel, info)
+            os.mkdir(rel, info.mode & 0o777 if as_created else 0o700, dir_fd=self.fd)
             self._record(rel, _DIR)
-        os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
-        os.chmod(rel, info.mode & 0o7777, dir_fd=self.fd)
+        else:
+            as_created = False  # an existing directory: its metadata is whatever came before
+        if not as_created:
+            os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
+            os.chmod(rel, info.mode & 0o7777, dir_fd=self.fd)
+        if info.mode & stat.S_ISGID:  # (never removed: a directory seen twice stays conservative)
+            self._inheriting_dirs.add(rel)
         if info.pax_headers:
             self._xattrs(info, self._path(rel))
         # Creating children changes a directory's mtime: set it at the end.
@@ -579,7 +616,8 @@ class _Applier:
         self._remove(rel)
         os.symlink(target, rel, dir_fd=self.fd)
         self._record(rel, _SYMLINK)
-        os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
+        if not self._as_created(rel, info, mode_matters=False):
+            os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
         if info.pax_headers:
             self._xattrs(info, self._path(rel))
         os.utime(rel, ns=(mtime, mtime), dir_fd=self.fd, follow_symlinks=False)
@@ -680,6 +718,29 @@ class _Applier:
             log.warning("xattrs the filesystem refused, skipped: %s", ", ".join(sorted(self.failed_xattrs)))
 
 
+def _inherits(dir_fd: int) -> bool:
+    """Whether new children of the directory get a group or mode other than the creator's defaults."""
+    if os.fstat(dir_fd).st_mode & stat.S_ISGID:
+        return True
+    try:
+        os.getxattr(dir_fd, _DEFAULT_ACL)
+    except OSError:
+        return False
+    return True
+
+
+def process_umask() -> int | None:
+    """The process's umask (None if unknown), read without changing it as ``os.umask`` would."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         data = data[os.write(fd, data) :]
@@ -712,6 +773,8 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
             if next(listing, None) is not None:
                 raise StorageError(f"cannot apply a layer into {dest_path}: the directory is not empty")
         applier = _Applier(dest_path, dest_fd)
+        if _inherits(dest_fd):
+            applier._inheriting_dirs.add("")
         reader = _ForwardReader(tar_stream)
         try:
             tar = tarfile.TarFile(

@@ -28,6 +28,7 @@ from kapal.content.store import storage_error
 from kapal.errors import DigestMismatch, NotFound
 from kapal.image.compression import open_decompressed
 from kapal.image.layer_tar import apply_layer
+from kapal.image.read_ahead import ReadAhead
 from kapal.metadata import Database
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -37,7 +38,9 @@ def sync_filesystem(path: str | os.PathLike) -> None:
     """Flush the filesystem holding *path* (one syncfs instead of an fsync per file)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _libc.syncfs(fd)
+        if _libc.syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error), os.fspath(path))
     finally:
         os.close(fd)
 
@@ -101,7 +104,9 @@ class LayerStore:
                 (tmp / "diff").mkdir()
                 stream, _ = open_decompressed(blob)
                 reader = digests.DigestingReader(stream)
-                stats = apply_layer(reader, tmp / "diff")
+                # Download hand-off, hashing and gunzip in one thread, file creation in this one.
+                with ReadAhead(reader) as ahead:
+                    stats = apply_layer(ahead, tmp / "diff")
                 reader.drain()
                 actual = reader.digest()
                 if diff_id is not None and actual != diff_id:
@@ -114,6 +119,9 @@ class LayerStore:
                         return self.require(actual)
                     shutil.rmtree(final)  # left by a crash between rename and insert
                 os.rename(tmp, final)
+                # Registered only once durable: one syncfs covers every file and the rename
+                # (a crash before the row is written leaves an orphan that sweep removes).
+                sync_filesystem(final)
             except OSError as error:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise storage_error(error, "unpacking layer") from error

@@ -218,6 +218,65 @@ def test_setgid_and_sticky_bits_are_kept(dest: Path) -> None:
     assert stat.S_IMODE(st.st_mode) == 0o2711 and st.st_gid == 50
 
 
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_root_owned_entries_get_exact_modes_whatever_the_umask(dest: Path, umask: int) -> None:
+    """Entries whose header matches what creation gives skip chown/chmod: the result is the same."""
+    layer = TarBuilder().dir("d").file("d/f", b"x").file("d/x", b"y", mode=0o755).file("d/w", mode=0o666)
+    old = os.umask(umask)
+    try:
+        apply(layer.dir("d/e", mode=0o700).symlink("d/l", "f").bytes(), dest)
+    finally:
+        os.umask(old)
+    assert owner_and_mode(dest / "d") == (0, 0, 0o755)
+    assert owner_and_mode(dest / "d/f") == (0, 0, 0o644)
+    assert owner_and_mode(dest / "d/x") == (0, 0, 0o755)
+    assert owner_and_mode(dest / "d/w") == (0, 0, 0o666)
+    assert owner_and_mode(dest / "d/e") == (0, 0, 0o700)
+    assert os.lstat(dest / "d/l").st_uid == 0 and os.lstat(dest / "d/l").st_gid == 0
+
+
+def test_children_of_a_setgid_directory_keep_their_own_group(dest: Path) -> None:
+    """A setgid directory hands its group (and to directories its bit) to new children: undo it."""
+    layer = TarBuilder().dir("shared", mode=0o2775, gid=50).file("shared/f", b"x").dir("shared/sub")
+    apply(layer.symlink("shared/l", "f").file("shared/sub/g", b"y").bytes(), dest)
+    assert owner_and_mode(dest / "shared") == (0, 50, 0o2775)
+    assert owner_and_mode(dest / "shared/f") == (0, 0, 0o644)
+    assert owner_and_mode(dest / "shared/sub") == (0, 0, 0o755)
+    assert os.lstat(dest / "shared/l").st_gid == 0
+    assert owner_and_mode(dest / "shared/sub/g") == (0, 0, 0o644)
+
+
+def test_a_setgid_destination_does_not_leak_its_group(dest: Path) -> None:
+    os.chown(dest, 0, 60)
+    os.chmod(dest, 0o2755)
+    apply(TarBuilder().file("f", b"x").dir("d").bytes(), dest)
+    assert owner_and_mode(dest / "f") == (0, 0, 0o644)
+    assert owner_and_mode(dest / "d") == (0, 0, 0o755)
+
+
+def test_a_default_acl_does_not_decide_modes(dest: Path) -> None:
+    # A default ACL u::rwx,g::---,o::--- would make new files 0600 whatever the header says.
+    import struct
+
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0))
+    )
+    layer = TarBuilder().dir("acl", xattrs={"system.posix_acl_default": acl}).file("acl/f", b"x")
+    try:
+        apply(layer.dir("acl/d").bytes(), dest)
+    except StorageError:
+        pytest.skip("no POSIX ACLs on this filesystem")
+    if "system.posix_acl_default" not in os.listxattr(dest / "acl"):
+        pytest.skip("no POSIX ACLs on this filesystem")
+    assert owner_and_mode(dest / "acl/f") == (0, 0, 0o644)
+    assert owner_and_mode(dest / "acl/d") == (0, 0, 0o755)
+
+
 def test_names_are_never_resolved_to_users(dest: Path) -> None:
     info = tarfile.TarInfo("f")
     info.uid, info.gid, info.uname, info.gname = 4321, 8765, "root", "root"
