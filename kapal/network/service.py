@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,19 @@ PASSIVE_MODES = ("none", "host")  # no endpoint: lo only, or the host's own stac
 
 @dataclass
 class NetworkOptions:
-    """daemon.json's network keys: ``bridge`` (name of the default bridge), ``bip``, ``mtu``.
+    """daemon.json's network keys: ``bridge`` (name of the default bridge), ``bip``, ``mtu``,
+    ``default-address-pools``.
 
-    The default subnet is the first /24 of ``pool`` that overlaps no route on the host: 10.89.0.0/16
-    collides with neither Docker's 172.17.0.0/16 nor Podman's 10.88.0.0/16, and the route check keeps
-    two kapalds (each with its own bridge) from picking the same one.
+    Subnets kapal picks itself are the first of the pools' subnets that overlaps no route on the
+    host: by default /24s of 10.89.0.0/16, which collides with neither Docker's 172.17.0.0/16 nor
+    Podman's 10.88.0.0/16; the route check keeps two kapalds (each with its own bridge) from picking
+    the same one.
     """
 
     bridge: str = "kapal0"
     bip: str = ""  # "10.89.0.1/24": gateway address and prefix of the default bridge
     mtu: int = 1500
-    pool: str = "10.89.0.0/16"
+    pools: list[tuple[str, int]] = field(default_factory=lambda: [("10.89.0.0/16", 24)])  # (base, size)
     lock_dir: Path = Path("/run/kapal-networks")
 
     @classmethod
@@ -71,6 +73,8 @@ class NetworkOptions:
             options.bip = str(extra["bip"])
         if extra.get("mtu"):
             options.mtu = int(extra["mtu"])
+        if extra.get("default-address-pools"):
+            options.pools = [_address_pool(pool) for pool in extra["default-address-pools"]]
         return options
 
 
@@ -126,15 +130,17 @@ class NetworkService:
         return self._free_subnet(taken)
 
     def _free_subnet(self, taken: list[str]) -> tuple[str, str]:
-        """The first /24 of the pool overlapping neither a host route nor another kapal network."""
+        """The first subnet of the pools overlapping neither a host route nor another kapal network."""
         mine = {n.bridge for n in self.ipam.networks() if n.bridge} | {self.options.bridge}
         used = links.host_routes(exclude=mine) + [ipaddress.IPv4Network(s) for s in taken if s]
         used += [ipaddress.IPv4Network(n.subnet) for n in self.ipam.networks() if n.subnet]
-        for candidate in ipaddress.IPv4Network(self.options.pool).subnets(new_prefix=24):
-            if not any(candidate.overlaps(other) for other in used):
-                return str(candidate), str(next(candidate.hosts()))
+        for base, size in self.options.pools:
+            for candidate in ipaddress.IPv4Network(base).subnets(new_prefix=size):
+                if not any(candidate.overlaps(other) for other in used):
+                    return str(candidate), str(next(candidate.hosts()))
         raise Conflict(
-            f"could not find an available, non-overlapping IPv4 address pool in {self.options.pool}"
+            "could not find an available, non-overlapping IPv4 address pool among the default pools"
+            f" ({', '.join(f'{base}/{size}' for base, size in self.options.pools)})"
         )
 
     def list(self) -> list[Network]:
@@ -815,6 +821,20 @@ def _host_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _address_pool(pool: Any) -> tuple[str, int]:
+    """One of daemon.json's ``default-address-pools``: ``{"base": "10.10.0.0/16", "size": 24}``."""
+    try:
+        base = ipaddress.IPv4Network(str(pool["base"]), strict=True)
+        size = int(pool["size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidArgument(f"invalid default-address-pools entry {pool!r}: {error}") from None
+    if not base.prefixlen <= size <= 30:
+        raise InvalidArgument(
+            f"invalid default-address-pools entry {pool!r}: size must be between {base.prefixlen} and 30"
+        )
+    return str(base), size
 
 
 def _mode(host_config: dict[str, Any]) -> str:

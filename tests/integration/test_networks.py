@@ -620,3 +620,34 @@ def test_a_second_daemon_on_the_same_bridge_leaves_it_alone(
     run_httpd(daemon, "again", port)
     assert fetch(port) == "page-again\n"
     daemon.kapal("rm", "-f", "again")
+
+
+def test_default_address_pools_from_daemon_json(scratch: Path, busybox_rootfs: Path) -> None:
+    pooled = NetDaemon(scratch)
+    pooled.bridge = "kt" + secrets.token_hex(4)
+    pools = [{"base": "10.91.0.0/16", "size": 26}]
+    (scratch / "daemon.json").write_text(
+        json.dumps({"bridge": pooled.bridge, "default-address-pools": pools})
+    )
+    pooled.start()
+    try:
+        import_busybox(pooled, busybox_rootfs)
+        pooled.kapal("network", "create", "pooled")
+        subnets = {
+            name: json.loads(out(pooled.kapal("network", "inspect", name)))[0]["IPAM"]["Config"][0]["Subnet"]
+            for name in ("bridge", "pooled")
+        }
+        assert subnets["bridge"].startswith("10.91.") and subnets["bridge"].endswith("/26")
+        assert subnets["pooled"].startswith("10.91.") and subnets["pooled"] != subnets["bridge"]
+        address = out(pooled.kapal("run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0"))
+        assert " 10.91." in address and "/26" in address
+    finally:
+        extra = user_bridges(pooled)
+        pooled.stop()
+        clean_up_after(scratch)
+        remove_network_state(pooled.bridge, extra)
+    bad = NetDaemon(scratch / "bad")
+    bad.base.mkdir()
+    (bad.base / "daemon.json").write_text(json.dumps({"default-address-pools": [{"base": "10.92.0.0/16"}]}))
+    with pytest.raises(RuntimeError, match="default-address-pools"):
+        bad.start()
