@@ -127,7 +127,10 @@ class UploadSessions:
         return session
 
     def offset(self, name: str, session: str) -> int:
-        return (self._dir(name, session) / "data").stat().st_size
+        try:
+            return (self._dir(name, session) / "data").stat().st_size
+        except FileNotFoundError:  # finished or cancelled by a racing request since _dir looked
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": session}) from None
 
     async def append(
         self, name: str, session: str, body: AsyncIterator[bytes], start: int | None, length: int | None
