@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import json
 import subprocess
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certificates import CertificateAuthority
+from cryptography.hazmat.primitives import serialization
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -144,42 +140,10 @@ def write_pem_key(key, path: Path) -> None:
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kapal test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    """A test CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key); the CA also
+    alone in ``directory/certs`` (a cert dir for skopeo)."""
+    authority = CertificateAuthority(directory)
     certs = directory / "certs"
     certs.mkdir()
-    (certs / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    write_pem_key(key, directory / "server.key")
-    return certs / "ca.crt", directory / "server.crt", directory / "server.key"
+    (certs / "ca.crt").write_bytes(authority.ca_path.read_bytes())
+    return certs / "ca.crt", authority.cert_path, authority.key_path
