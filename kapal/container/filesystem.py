@@ -701,18 +701,23 @@ def _not_found(path: str, ref: str) -> NotFound:
     return NotFound(f"Could not find the file {path} in container {ref}")
 
 
-def _locate(scope: _Scope, abs_path: str, path: str, ref: str) -> _Located:
-    """Resolve a request path as Docker's ``Stat`` does: the last component is not followed
-    unless the path asserts a directory (``/`` or ``/.`` at its end)."""
-    follow = asserts_directory(abs_path)
+def _resolve(scope: _Scope, abs_path: str, follow: bool, path: str, ref: str, loop_subject: str) -> _Found:
+    """*abs_path* resolved inside the container, or Docker's not-found / symlink-loop error."""
     try:
-        found = scope.resolve(abs_path, follow_final=follow)
+        return scope.resolve(abs_path, follow_final=follow)
     except (FileNotFoundError, NotADirectoryError):
         raise _not_found(path, ref) from None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise InvalidArgument(f"{path} in container {ref}: too many levels of symbolic links") from None
+            raise InvalidArgument(f"{loop_subject}: too many levels of symbolic links") from None
         raise
+
+
+def _locate(scope: _Scope, abs_path: str, path: str, ref: str) -> _Located:
+    """Resolve a request path as Docker's ``Stat`` does: the last component is not followed
+    unless the path asserts a directory (``/`` or ``/.`` at its end)."""
+    follow = asserts_directory(abs_path)
+    found = _resolve(scope, abs_path, follow, path, ref, f"{path} in container {ref}")
     try:
         info = os.stat(found.name, dir_fd=found.parent, follow_symlinks=False)
         if follow and not stat.S_ISDIR(info.st_mode):
@@ -1108,14 +1113,7 @@ def archive_put(
             mounts = _container_mounts(service, container)
             scope = _Scope(root_fd, mounts, writable=not container.host_config.get("ReadonlyRootfs"))
             abs_path = container_abs_path(path)
-            try:
-                found = scope.resolve(abs_path, follow_final=True)
-            except (FileNotFoundError, NotADirectoryError):
-                raise _not_found(path, ref) from None
-            except OSError as error:
-                if error.errno == errno.ELOOP:
-                    raise InvalidArgument(f"{path}: too many levels of symbolic links") from None
-                raise
+            found = _resolve(scope, abs_path, True, path, ref, path)
             try:
                 try:
                     dest_fd = os.open(found.name, _READ_DIR, dir_fd=found.parent)

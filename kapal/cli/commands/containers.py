@@ -1035,20 +1035,16 @@ def inspect(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-f", "--format")
     p.add_argument("-s", "--size", action="store_true")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import print_inspect
+    from kapal.cli.commands.images import inspect_each
 
-    found, failed = [], []
-    for name in opts.containers:
-        try:
-            found.append(ctx.client.get(f"/containers/{name}/json", {"size": opts.size}))
-        except DaemonError as error:
-            if error.status != 404:
-                raise
-            failed.append(f"Error: No such container: {name}")
-    print_inspect(found, opts.format)
-    for message in failed:
-        print_error(message)
-    return 1 if failed else 0
+    return inspect_each(
+        ctx,
+        opts.containers,
+        lambda name: f"/containers/{name}/json",
+        lambda name: f"Error: No such container: {name}",
+        opts.format,
+        {"size": opts.size},
+    )
 
 
 def prune(ctx: Context, prog: str, args: list[str]) -> int:

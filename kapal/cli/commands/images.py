@@ -12,6 +12,7 @@ from kapal.units import human_size, human_size_with_precision, time_ago
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
@@ -267,6 +268,29 @@ def print_inspect(objects: list[Any], fmt: str | None) -> None:
     print(json.dumps(objects, indent=4, ensure_ascii=False))
 
 
+def inspect_each(
+    ctx: Context,
+    names: list[str],
+    path_of: Callable[[str], str],
+    missing: Callable[[str], str],
+    fmt: str | None,
+    query: dict[str, Any] | None = None,
+) -> int:
+    """docker's inspect loop: print what was found, then an error line per name that was not (exit 1)."""
+    found, failed = [], []
+    for name in names:
+        try:
+            found.append(ctx.client.get(path_of(name), query))
+        except DaemonError as error:
+            if error.status != 404:
+                raise
+            failed.append(missing(name))
+    print_inspect(found, fmt)
+    for message in failed:
+        print_error(message)
+    return 1 if failed else 0
+
+
 def image_inspect(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(
         prog, f"{prog} [OPTIONS] IMAGE [IMAGE...]", "Display detailed information on one or more images"
@@ -274,18 +298,13 @@ def image_inspect(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("images", nargs="+")
     p.add_argument("-f", "--format")
     opts = p.parse_args(args)
-    found, failed = [], []
-    for name in opts.images:
-        try:
-            found.append(ctx.client.get(f"/images/{name}/json"))
-        except DaemonError as error:
-            if error.status != 404:
-                raise
-            failed.append(f"Error: No such image: {name}")
-    print_inspect(found, opts.format)
-    for message in failed:
-        print_error(message)
-    return 1 if failed else 0
+    return inspect_each(
+        ctx,
+        opts.images,
+        lambda name: f"/images/{name}/json",
+        lambda name: f"Error: No such image: {name}",
+        opts.format,
+    )
 
 
 def inspect(ctx: Context, prog: str, args: list[str]) -> int:

@@ -14,7 +14,6 @@ from kapal.cli.common import (
     for_each,
     output_rows,
     parser,
-    print_error,
     sorted_row,
 )
 
@@ -116,20 +115,15 @@ def inspect(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-f", "--format")
     p.add_argument("-v", "--verbose", action="store_true")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import print_inspect
+    from kapal.cli.commands.images import inspect_each
 
-    found, failed = [], []
-    for name in opts.networks:
-        try:
-            found.append(ctx.client.get(f"/networks/{name}"))
-        except DaemonError as error:
-            if error.status != 404:
-                raise
-            failed.append(f"Error response from daemon: network {name} not found")
-    print_inspect(found, opts.format)
-    for message in failed:
-        print_error(message)
-    return 1 if failed else 0
+    return inspect_each(
+        ctx,
+        opts.networks,
+        lambda name: f"/networks/{name}",
+        lambda name: f"Error response from daemon: network {name} not found",
+        opts.format,
+    )
 
 
 def rm(ctx: Context, prog: str, args: list[str]) -> int:
