@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import threading
 import time
 
+from kapal.cli import jsonlite as json
 from kapal.cli.common import (
     CommandError,
     Context,
@@ -22,6 +21,7 @@ from kapal.units import human_duration, human_size, parse_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
     from typing import Any
 
     from kapal.cli.client import Response
@@ -50,7 +50,7 @@ def _demux(raw: Any, tty: bool) -> None:
 
 
 def _feed_stdin(sock: Any, detach: bytes, detached: threading.Event) -> None:
-    import socket
+    import _socket
 
     from kapal.container.detach_keys import EscapeScanner
 
@@ -71,7 +71,7 @@ def _feed_stdin(sock: Any, detach: bytes, detached: threading.Event) -> None:
     except OSError:
         return
     try:
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(_socket.SHUT_WR)
     except OSError:
         pass
 
@@ -111,6 +111,19 @@ class _RawTerminal:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)
 
 
+def exit_status(waiter: Response) -> dict[str, Any]:
+    """A ``wait`` response's JSON, taken as soon as it is whole, as the docker CLI does: kapald may
+    still be finishing the reply (removing an ``--rm`` container's files) after sending it."""
+    data = b""
+    while chunk := waiter.read1():
+        data += chunk
+        try:
+            return json.loads(data)
+        except ValueError:
+            continue
+    return json.loads(data) if data.strip() else {}
+
+
 def detach_keys(flag: str | None) -> str:
     """--detach-keys, else the docker CLI config's ``detachKeys``, else ctrl-p,ctrl-q."""
     from kapal.container.detach_keys import DEFAULT, DetachKeysError, parse
@@ -120,7 +133,7 @@ def detach_keys(flag: str | None) -> str:
         config = os.path.join(directory, "config.json")
         try:
             with open(config) as file:
-                flag = json.load(file).get("detachKeys")
+                flag = json.loads(file.read()).get("detachKeys")
         except (OSError, ValueError, AttributeError):
             flag = None
     keys = DEFAULT if flag is None else flag
@@ -134,10 +147,13 @@ def detach_keys(flag: str | None) -> str:
 def stream_attached(response: Response, tty: bool, stdin: bool, resize: Any = None, keys: str = "") -> bool:
     """Relay the attached streams until they end; whether the user detached (the detach keys,
     watched with a TTY only, as Docker does)."""
-    from kapal.container.detach_keys import parse
+    detached = None
+    if stdin:  # threading costs 3 ms of start-up: only a command that feeds stdin needs it
+        import threading
 
-    detached = threading.Event()
-    if stdin:
+        from kapal.container.detach_keys import parse
+
+        detached = threading.Event()
         sequence = parse(keys) if tty else b""
         threading.Thread(target=_feed_stdin, args=(response.sock, sequence, detached), daemon=True).start()
     if tty and resize is not None and sys.stdout.isatty():
@@ -146,7 +162,7 @@ def stream_attached(response: Response, tty: bool, stdin: bool, resize: Any = No
             _demux(response.raw, tty)
     else:
         _demux(response.raw, tty)
-    return detached.is_set()
+    return detached is not None and detached.is_set()
 
 
 # -- run / create ------------------------------------------------------------------------------
@@ -723,7 +739,7 @@ def run(ctx: Context, prog: str, args: list[str]) -> int:
         waiter.close()
         return 0
     attach.close()
-    result = json.loads(waiter.read() or b"{}")
+    result = exit_status(waiter)
     error = (result.get("Error") or {}).get("Message")
     if error:
         print_error(error)
@@ -779,7 +795,7 @@ def start(ctx: Context, prog: str, args: list[str]) -> int:
         if detached:
             waiter.close()
             return 0
-        return int(json.loads(waiter.read() or b"{}").get("StatusCode", 0))
+        return int(exit_status(waiter).get("StatusCode", 0))
     return for_each(opts.containers, lambda name: client.json("POST", f"/containers/{name}/start"))
 
 

@@ -361,8 +361,7 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         result = await asyncio.wrap_future(future)
-        await response.write(json.dumps(result).encode() + b"\n")
-        await response.write_eof()
+        await response.write_eof(json.dumps(result).encode() + b"\n")  # one send: clients exit on it
     except asyncio.CancelledError:
         future.cancel()
         raise
