@@ -651,3 +651,49 @@ def test_default_address_pools_from_daemon_json(scratch: Path, busybox_rootfs: P
     (bad.base / "daemon.json").write_text(json.dumps({"default-address-pools": [{"base": "10.92.0.0/16"}]}))
     with pytest.raises(RuntimeError, match="default-address-pools"):
         bad.start()
+
+
+def test_testcontainers_container_network_wait_and_exec(
+    daemon: NetDaemon, busybox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """testcontainers-python against kapald: a network with an alias, an HTTP wait, a mapped port,
+    logs and exec. Ryuk (its reaper) is off: its image comes from Docker Hub; the host is pinned
+    to 127.0.0.1 (this VM has /.dockerenv, which would send testcontainers to the outer gateway)."""
+    container_module = pytest.importorskip("testcontainers.core.container")
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+    from testcontainers.core.network import Network
+    from testcontainers.core.wait_strategies import HttpWaitStrategy, LogMessageWaitStrategy
+
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    monkeypatch.setattr(testcontainers_config, "tc_host_override", "127.0.0.1")
+    monkeypatch.setattr(testcontainers_config, "connection_mode_override", ConnectionMode.docker_host)
+    DockerContainer = container_module.DockerContainer
+    with Network() as network:
+        web = (
+            DockerContainer("busybox")
+            .with_command(["sh", "-c", HTTPD.replace("$N", "tc")])
+            .with_exposed_ports(80)
+            .with_env("GREETING", "hello")
+            .with_network(network)
+            .with_network_aliases("web")
+            .waiting_for(HttpWaitStrategy(80).for_status_code(200))
+        )
+        with web:
+            assert web.get_container_host_ip() == "127.0.0.1"
+            assert fetch(web.get_exposed_port(80)) == "page-tc\n"
+            result = web.exec(["sh", "-c", "echo $GREETING; hostname"])
+            assert result.exit_code == 0
+            assert result.output.decode().split()[0] == "hello"
+            client = (
+                DockerContainer("busybox")
+                .with_command(["sh", "-c", HTTP_GET.format(host="web") + "; echo fetched"])
+                .with_network(network)
+                .waiting_for(LogMessageWaitStrategy("fetched"))
+            )
+            with client:
+                stdout, _ = client.get_logs()
+                assert stdout.decode() == "page-tc\nfetched\n"
+        names = out(daemon.kapal("ps", "-a", "--format", "{{.Names}}")).split()
+        assert names == []
+    assert network.name not in out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()
