@@ -85,6 +85,7 @@ _VOLUMES = "kapal.cli.commands.volumes"
 _REGISTRY = "kapal.cli.commands.registry"
 _FILES = "kapal.cli.commands.container_files"
 _BUILD = "kapal.cli.commands.build"
+_PRUNE = "kapal.cli.commands.prune"
 _FILE_VERBS = ["cp", "diff", "commit", "export", "top", "stats", "update"]
 
 # command -> (module, function); "image" and "system" are groups of subcommands.
@@ -130,7 +131,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "list": (_CONTAINERS, "ps"),
         "remove": (_CONTAINERS, "rm"),
         "inspect": (_CONTAINERS, "inspect"),
-        "prune": (_CONTAINERS, "prune"),
+        "prune": (_PRUNE, "containers"),
         "exec": (_CONTAINERS, "exec_"),
         "port": (_NETWORKS, "port"),
         **{verb: (_FILES, verb) for verb in _FILE_VERBS},
@@ -146,14 +147,14 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "load": (_IMAGES, "load"),
         "save": (_IMAGES, "save"),
         "import": (_IMAGES, "import_"),
-        "prune": (_IMAGES, "prune"),
+        "prune": (_PRUNE, "images"),
         "build": (_BUILD, "build"),
         "pull": (_REGISTRY, "pull"),
         "push": (_REGISTRY, "push"),
     },
     "builder": {
         "build": (_BUILD, "build"),
-        "prune": (_BUILD, "prune"),
+        "prune": (_PRUNE, "build_cache"),
     },
     "network": {
         "create": (_NETWORKS, "create"),
@@ -162,7 +163,7 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "inspect": (_NETWORKS, "inspect"),
         "rm": (_NETWORKS, "rm"),
         "remove": (_NETWORKS, "rm"),
-        "prune": (_NETWORKS, "prune"),
+        "prune": (_PRUNE, "networks"),
         "connect": (_NETWORKS, "connect"),
         "disconnect": (_NETWORKS, "disconnect"),
     },
@@ -173,12 +174,13 @@ GROUPS: dict[str, dict[str, tuple[str, str]]] = {
         "inspect": (_VOLUMES, "inspect"),
         "rm": (_VOLUMES, "rm"),
         "remove": (_VOLUMES, "rm"),
-        "prune": (_VOLUMES, "prune"),
+        "prune": (_PRUNE, "volumes"),
     },
     "system": {
         "df": (_SYSTEM, "df"),
         "events": (_SYSTEM, "events"),
         "info": (_SYSTEM, "info"),
+        "prune": (_PRUNE, "system"),
     },
 }
 

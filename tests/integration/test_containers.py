@@ -313,6 +313,42 @@ def test_container_errors_are_dockers(daemon: Daemon, busybox: str) -> None:
     assert out(daemon.kapal("ps", "-aq")) == ""
 
 
+def test_system_prune_as_docker(daemon: Daemon, busybox: str) -> None:
+    """Stopped containers, unused networks, anonymous volumes, dangling images: docker's order and text."""
+    stopped = out(daemon.kapal("run", "-d", "-v", "/data", "busybox", "true")).strip()
+    daemon.kapal("wait", stopped)
+    volume = json.loads(out(daemon.kapal("inspect", stopped)))[0]["Mounts"][0]["Name"]
+    daemon.kapal("network", "create", "unused")
+    dangling = out(daemon.kapal("commit", stopped)).strip()
+    keeper = out(daemon.kapal("run", "-d", "busybox", "sleep", "60")).strip()
+    declined = daemon.kapal("system", "prune", "--volumes", input=b"n\n")
+    assert out(declined) == (
+        "WARNING! This will remove:\n"
+        "  - all stopped containers\n"
+        "  - all networks not used by at least one container\n"
+        "  - all anonymous volumes not used by at least one container\n"
+        "  - all dangling images\n"
+        "  - unused build cache\n\n"
+        "Are you sure you want to continue? [y/N] "
+    )
+    assert stopped in out(daemon.kapal("ps", "-aq", "--no-trunc"))
+    pruned = out(daemon.kapal("system", "prune", "-f", "--volumes"))
+    sections = pruned.split("\n\n")
+    assert sections[0] == f"Deleted Containers:\n{stopped}"
+    assert sections[1] == "Deleted Networks:\nunused"
+    assert sections[2] == f"Deleted Volumes:\n{volume}"
+    assert sections[3].startswith(f"Deleted Images:\ndeleted: {dangling}\n")  # then its layer, as dockerd
+    assert sections[4].startswith("Total reclaimed space: ")
+    assert out(daemon.kapal("ps", "-aq", "--no-trunc")).split() == [keeper]
+    assert "unused" not in out(daemon.kapal("network", "ls", "--format", "{{.Name}}")).split()
+    assert out(daemon.kapal("volume", "ls", "-q")) == ""
+    assert out(daemon.kapal("images", "-q", "--no-trunc")).split() == [busybox]
+    # the docker CLI's system prune goes through the same endpoints
+    again = out(daemon.kapal("create", "busybox")).strip()
+    assert out(daemon.docker("system", "prune", "-f")).startswith(f"Deleted Containers:\n{again}\n\n")
+    daemon.kapal("rm", "-f", keeper)
+
+
 def test_docker_py_containers(daemon: Daemon, busybox: str) -> None:
     docker = pytest.importorskip("docker")
     client = docker.DockerClient(base_url=daemon.host, version="auto")

@@ -471,33 +471,3 @@ def _live(messages: Iterator[dict[str, Any]]) -> str:
                     tail.append(line)
             live.update(view())
     return image_id
-
-
-def prune(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS]", "Remove build cache")
-    p.add_argument(
-        "-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones"
-    )
-    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
-    p.add_argument("--keep-storage", default="0", help="Amount of disk space to keep for cache")
-    p.add_argument("--filter", action="append", default=[], help="Provide filter values")
-    opts = p.parse_args(args)
-    if not opts.force:
-        sys.stdout.write(
-            "WARNING! This will remove all dangling build cache. Are you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    from kapal.units import from_human_size, human_size
-
-    keep = from_human_size(opts.keep_storage) if opts.keep_storage not in ("", "0") else 0
-    report = ctx.client.json("POST", "/build/prune", {"keep-storage": keep, "all": opts.all})
-    deleted = report.get("CachesDeleted") or []
-    if deleted:
-        print("Deleted build cache objects:")
-        for item in deleted:
-            print(item)
-        print()
-    print(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}")
-    return 0

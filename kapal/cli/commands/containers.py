@@ -1063,33 +1063,6 @@ def inspect(ctx: Context, prog: str, args: list[str]) -> int:
     )
 
 
-def prune(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS]", "Remove all stopped containers")
-    p.add_argument("--filter", action="append", default=[])
-    p.add_argument("-f", "--force", action="store_true")
-    opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
-    if not opts.force:
-        sys.stdout.write(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    result = ctx.client.json(
-        "POST", "/containers/prune", {"filters": parse_filter_flags(opts.filter) or None}
-    )
-    deleted = result.get("ContainersDeleted") or []
-    if deleted:
-        print("Deleted Containers:")
-        for container_id in deleted:
-            print(container_id)
-        print()
-    print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
-    return 0
-
-
 def exec_(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(
         prog, f"{prog} [OPTIONS] CONTAINER COMMAND [ARG...]", "Execute a command in a running container"

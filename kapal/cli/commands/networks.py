@@ -5,8 +5,6 @@ Output is docker's: ``network ls`` columns, ``port``'s ``80/tcp -> 0.0.0.0:8080`
 
 from __future__ import annotations
 
-import sys
-
 from kapal.cli.common import (
     CommandError,
     Context,
@@ -140,30 +138,6 @@ def rm(ctx: Context, prog: str, args: list[str]) -> int:
                 raise
 
     return for_each(opts.networks, remove)
-
-
-def prune(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS]", "Remove all unused networks")
-    p.add_argument("--filter", action="append", default=[])
-    p.add_argument("-f", "--force", action="store_true")
-    opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
-    if not opts.force:
-        sys.stdout.write(
-            "WARNING! This will remove all custom networks not used by at least one container.\n"
-            "Are you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    result = ctx.client.json("POST", "/networks/prune", {"filters": parse_filter_flags(opts.filter) or None})
-    deleted = result.get("NetworksDeleted") or []
-    if deleted:
-        print("Deleted Networks:")
-        for name in deleted:
-            print(name)
-    return 0
 
 
 def connect(ctx: Context, prog: str, args: list[str]) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error
 from kapal.cli.template import ContextRow
 
@@ -219,45 +217,3 @@ def rm(ctx: Context, prog: str, args: list[str]) -> int:
     if failed:
         print_error("\n".join(failed))
     return 1 if failed else 0
-
-
-PRUNE_WARNING = "WARNING! This will remove anonymous local volumes not used by at least one container."
-PRUNE_ALL_WARNING = "WARNING! This will remove all local volumes not used by at least one container."
-
-
-def prune(ctx: Context, prog: str, args: list[str]) -> int:
-    p = parser(prog, f"{prog} [OPTIONS]", "Remove unused local volumes")
-    p.add_argument(
-        "-a", "--all", action="store_true", help="Remove all unused volumes, not just anonymous ones"
-    )
-    p.add_argument(
-        "--filter", action="append", default=[], help='Provide filter values (e.g. "label=<label>")'
-    )
-    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
-    opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-    from kapal.units import human_size_with_precision
-
-    filters = parse_filter_flags(opts.filter)
-    if opts.all:
-        if "all" in filters:
-            raise CommandError("conflicting options: cannot specify both --all and --filter all=1")
-        filters["all"] = ["true"]
-    if not opts.force:
-        sys.stdout.write(
-            f"{PRUNE_ALL_WARNING if opts.all else PRUNE_WARNING}\nAre you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    result = ctx.client.json("POST", "/volumes/prune", {"filters": filters or None})
-    deleted = result.get("VolumesDeleted") or []
-    reclaimed = 0
-    if deleted:
-        print("Deleted Volumes:")
-        for name in deleted:
-            print(name)
-        print()
-        reclaimed = result.get("SpaceReclaimed", 0)
-    print(f"Total reclaimed space: {human_size_with_precision(reclaimed, 4)}")
-    return 0
