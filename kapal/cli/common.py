@@ -364,6 +364,20 @@ def run(
         return 0
 
 
+def parse_filter_flags(values: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep:
+            raise CommandError(
+                f'invalid argument "{value}" for "-f, --filter" flag: bad format of filter '
+                "(expected name=value)",
+                125,
+            )
+        filters.setdefault(key.strip().lower(), []).append(rest)
+    return filters
+
+
 def print_error(message: str) -> None:
     print(message, file=sys.stderr)
 

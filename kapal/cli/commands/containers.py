@@ -13,6 +13,7 @@ from kapal.cli.common import (
     DaemonError,
     for_each,
     output_rows,
+    parse_filter_flags,
     parser,
     print_error,
     sorted_row,
@@ -996,8 +997,6 @@ def ps(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-s", "--size", action="store_true")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
     limit = 1 if opts.latest else opts.last
     query = {"all": opts.all, "size": opts.size, "filters": parse_filter_flags(opts.filter) or None}
     if limit > 0:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error, sorted_row
+from kapal.cli.common import (
+    CommandError,
+    Context,
+    DaemonError,
+    output_rows,
+    parse_filter_flags,
+    parser,
+    print_error,
+    sorted_row,
+)
 from kapal.units import human_size, human_size_with_precision, time_ago
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
@@ -142,20 +150,6 @@ def images(ctx: Context, prog: str, args: list[str]) -> int:
     return 0
 
 
-def parse_filter_flags(values: list[str]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not sep:
-            raise CommandError(
-                f'invalid argument "{value}" for "-f, --filter" flag: bad format of filter '
-                "(expected name=value)",
-                125,
-            )
-        filters.setdefault(key.strip().lower(), []).append(rest)
-    return filters
-
-
 def tag(ctx: Context, prog: str, args: list[str]) -> int:
     p = parser(
         prog,
@@ -265,6 +259,8 @@ def print_inspect(objects: list[Any], fmt: str | None) -> None:
         for obj in objects:
             print(compiled.render(obj))
         return
+    import json
+
     print(json.dumps(objects, indent=4, ensure_ascii=False))
 
 

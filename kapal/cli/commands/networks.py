@@ -11,6 +11,7 @@ from kapal.cli.common import (
     DaemonError,
     for_each,
     output_rows,
+    parse_filter_flags,
     parser,
     sorted_row,
 )
@@ -68,8 +69,6 @@ def ls(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
     networks = ctx.client.get("/networks", {"filters": parse_filter_flags(opts.filter) or None})
     networks.sort(key=lambda n: n["Name"])
     if opts.quiet:

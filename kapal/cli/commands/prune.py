@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from kapal.cli.common import CommandError, Context, parser
+from kapal.cli.common import CommandError, Context, parse_filter_flags, parser
 from kapal.units import human_size_with_precision
 
 TYPE_CHECKING = False
@@ -25,12 +25,6 @@ def _confirm(warning: str) -> bool:
     sys.stdout.write(f"{warning}\n{CONFIRM}")
     sys.stdout.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
-def _filters(flags: list[str]) -> dict[str, list[str]]:
-    from kapal.cli.commands.images import parse_filter_flags
-
-    return parse_filter_flags(flags)
 
 
 def _section(title: str, lines: list[str]) -> str:
@@ -109,7 +103,7 @@ def containers(ctx: Context, prog: str, args: list[str]) -> int:
     opts = _prune_parser(prog, "Remove all stopped containers", None).parse_args(args)
     if not opts.force and not _confirm("WARNING! This will remove all stopped containers."):
         return 0
-    return _report(prune_containers(ctx.client, _filters(opts.filter)))
+    return _report(prune_containers(ctx.client, parse_filter_flags(opts.filter)))
 
 
 def networks(ctx: Context, prog: str, args: list[str]) -> int:
@@ -118,7 +112,7 @@ def networks(ctx: Context, prog: str, args: list[str]) -> int:
         "WARNING! This will remove all custom networks not used by at least one container."
     ):
         return 0
-    _, text = prune_networks(ctx.client, _filters(opts.filter))
+    _, text = prune_networks(ctx.client, parse_filter_flags(opts.filter))
     if text:
         print(text)
     return 0
@@ -129,7 +123,7 @@ def volumes(ctx: Context, prog: str, args: list[str]) -> int:
         prog, "Remove unused local volumes", "Remove all unused volumes, not just anonymous ones"
     )
     opts = opts.parse_args(args)
-    filters = _filters(opts.filter)
+    filters = parse_filter_flags(opts.filter)
     if opts.all:
         if "all" in filters:
             raise CommandError("conflicting options: cannot specify both --all and --filter all=1")
@@ -154,7 +148,7 @@ def images(ctx: Context, prog: str, args: list[str]) -> int:
     )
     if not opts.force and not _confirm(warning):
         return 0
-    return _report(prune_images(ctx.client, _filters(opts.filter), opts.all))
+    return _report(prune_images(ctx.client, parse_filter_flags(opts.filter), opts.all))
 
 
 def build_cache(ctx: Context, prog: str, args: list[str]) -> int:
@@ -174,7 +168,7 @@ def system(ctx: Context, prog: str, args: list[str]) -> int:
     p = _prune_parser(prog, "Remove unused data", "Remove all unused images not just dangling ones")
     p.add_argument("--volumes", action="store_true", help="Prune anonymous volumes")
     opts = p.parse_args(args)
-    filters = _filters(opts.filter)
+    filters = parse_filter_flags(opts.filter)
     if not opts.force:
         items = ["all stopped containers", "all networks not used by at least one container"]
         if opts.volumes:

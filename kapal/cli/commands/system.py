@@ -7,7 +7,7 @@ import sys
 
 from kapal import __version__
 from kapal.cli.client import API_VERSION, ConnectError, DaemonError
-from kapal.cli.common import CommandError, Context, output_rows, parser, sorted_row
+from kapal.cli.common import CommandError, Context, output_rows, parse_filter_flags, parser, sorted_row
 from kapal.units import human_size_with_precision
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
@@ -200,8 +200,6 @@ def events(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("--since")
     p.add_argument("--until")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
     query = {
         "filters": parse_filter_flags(opts.filter) or None,
         "since": _parse_time_flag(opts.since),

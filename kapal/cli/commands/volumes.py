@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from kapal.cli.common import CommandError, Context, DaemonError, output_rows, parser, print_error
+from kapal.cli.common import (
+    CommandError,
+    Context,
+    DaemonError,
+    output_rows,
+    parse_filter_flags,
+    parser,
+    print_error,
+)
 from kapal.cli.template import ContextRow
 
 TYPE_CHECKING = False  # typing costs milliseconds of start-up; annotations are strings here
@@ -169,8 +177,6 @@ def ls(ctx: Context, prog: str, args: list[str]) -> int:
     p.add_argument("-q", "--quiet", action="store_true", help="Only display volume names")
     p.add_argument("--cluster", action="store_true", help="Display only cluster volumes")
     opts = p.parse_args(args)
-    from kapal.cli.commands.images import parse_filter_flags
-
     result = ctx.client.get("/volumes", {"filters": parse_filter_flags(opts.filter) or None})
     volumes = [] if opts.cluster else _natural_sorted(result.get("Volumes") or [])
     fmt = opts.format or "table"
