@@ -67,11 +67,16 @@ class _ContextBody(io.RawIOBase):
 
     A context is tens of megabytes; aiohttp hands the body over in pieces of at most
     its buffer (~128 kB), and a thread hop per piece would cost more than the parsing.
+    Its first megabyte goes over as it comes, though: the Dockerfile is usually in it,
+    and the build starts on it while the rest is still arriving.
     """
+
+    _EAGER = 1 << 20
 
     def __init__(self, content: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._content = content
         self._loop = loop
+        self._received = 0
 
     def readable(self) -> bool:
         return True
@@ -85,7 +90,11 @@ class _ContextBody(io.RawIOBase):
                 break
             parts.append(data)
             wanted -= len(data)
-        return b"".join(parts)
+            if self._received < self._EAGER:
+                break
+        data = b"".join(parts)
+        self._received += len(data)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         data = asyncio.run_coroutine_threadsafe(self._fill(len(buffer)), self._loop).result()
@@ -111,7 +120,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         raise NotImplementedYet("BuildKit (version=2) is not supported: build with DOCKER_BUILDKIT=0")
     options.registry_config = request.headers.get("X-Registry-Config", "")
     options.secrets = _secrets(request.headers.get("X-Kapal-Build-Secrets", ""))
-    body = io.BufferedReader(_ContextBody(request.content, asyncio.get_running_loop()), buffer_size=1 << 20)
+    body = _ContextBody(request.content, asyncio.get_running_loop())  # buffered where it is decoded
     service = engine.builder
     service.loop = asyncio.get_running_loop()
     prepared = await asyncio.to_thread(service.prepare, body, options)
