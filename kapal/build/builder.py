@@ -1252,12 +1252,13 @@ class StageBuilder:
                 root = str(snapshot.mount())
                 owner = parse_chown(root, owner_spec)
                 total = count
+                upper = str(snapshot.upper)
                 if from_state is not None:
                     with self.build.mounted(from_state) as source_root:
                         tree = RootfsTree(source_root)
                         found = resolve_sources(tree, local, keyword, False)
                         total += len(found)
-                        copy_sources(tree, found, dest, workdir, root, owner, chmod, keyword)
+                        copy_sources(tree, found, dest, workdir, root, owner, chmod, keyword, upper=upper)
                 for tree, found, is_context in trees:
                     copy_sources(
                         tree,
@@ -1269,6 +1270,7 @@ class StageBuilder:
                         chmod,
                         keyword,
                         unpack_archives=command.is_add and is_context and command.unpack is not False,
+                        upper=upper,
                     )
                 for url, path in downloads:
                     self.place_download(url, path, dest, total, workdir, root, owner, chmod)
