@@ -399,6 +399,11 @@ class Writer:
         for host, entry in reversed(directories):
             os.utime(host, (entry.mtime, entry.mtime), follow_symlinks=False)
 
+    def settle(self) -> None:
+        """Forget which directories this writer made: what one source wrote in them, the next
+        (``COPY dir1 dir2 /dest/``) may overwrite, as Docker does."""
+        self._fresh.clear()
+
     def _in_upper(self, host_dir: str) -> str:
         """Where to write a tree bound for *host_dir*: the same directory in the upper dir when
         this writer made it through the overlay and it is still empty.
@@ -453,6 +458,7 @@ def copy_sources(
     if not dest_is_dir and os.path.isdir(dest_host):
         dest_is_dir = True
     for source in sources:
+        writer.settle()
         entry = source.entry
         if entry.kind == DIR:
             host = writer.mkdirs(dest)

@@ -110,3 +110,32 @@ def test_only_a_directory_the_copy_made_and_left_empty_is_written_directly(scrat
         assert writer._in_upper(made) == made  # not empty any more
     finally:
         rootfs_mount.unmount(target)
+
+
+def test_later_sources_overwrite_what_earlier_ones_wrote(scratch: Path) -> None:
+    """``COPY d1 d2 f /dest/``: names the sources share end up with the later source's content."""
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        for name, data in (
+            ("d1/a", b"1a"),
+            ("d1/sub/x", b"1x"),
+            ("d2/a", b"2a"),
+            ("d2/sub/x", b"2x"),
+            ("a", b"fa"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (scratch / "spool").mkdir()
+    context = BuildContext.receive(io.BytesIO(body.getvalue()), scratch / "spool")
+    lower, upper, work, target = (scratch / name for name in ("lower", "upper", "work", "merged"))
+    lower.mkdir()
+    rootfs_mount.mount_overlay([str(lower)], upper, work, target)
+    try:
+        found = resolve_sources(context, ["d1", "d2", "a"], "COPY", True)
+        copy_sources(context, found, "/dest/", "/", str(target), None, None, "COPY", upper=str(upper))
+        assert (target / "dest" / "a").read_bytes() == b"fa"
+        assert (target / "dest" / "sub" / "x").read_bytes() == b"2x"
+    finally:
+        rootfs_mount.unmount(target)
+        context.close()
