@@ -60,6 +60,8 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
         assert daemon_bridge(daemon) in host_devices  # the host's own interfaces
         # the build's endpoints are gone: only the peer is on the bridge
         assert _endpoints(daemon) == 1
+        # the namespaces were held by threads of kapald, not processes; none is left in one
+        assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
 
         # the networkmode query (kapal build --network) applies to every RUN without its own
         context = write_context(
@@ -97,6 +99,18 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
             daemon.kapal("network", "rm", "buildnet", check=False)
     finally:
         daemon.kapal("rm", "-f", peer)
+
+
+def _thread_namespaces(daemon: Daemon) -> set[str]:
+    assert daemon.process is not None
+    tasks = Path(f"/proc/{daemon.process.pid}/task")
+    found = set()
+    for task in tasks.iterdir():
+        try:
+            found.add(os.readlink(task / "ns" / "net"))
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
 
 
 def daemon_bridge(daemon: Daemon) -> str:
