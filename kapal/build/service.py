@@ -273,6 +273,12 @@ class BuildService:
         finally:
             prepared.discard()
 
+    def abandon(self, prepared: PreparedBuild) -> None:
+        """A prepared build whose client went away before it ran: stopped, its files removed."""
+        if prepared.early is not None:
+            prepared.early.abandon()
+        prepared.discard()
+
     def execute(self, prepared: PreparedBuild, emit: Emit, arrival: ContextArrival | None = None) -> str:
         """Build, register and tag the image. Messages go to *emit*.
 

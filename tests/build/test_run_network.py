@@ -174,3 +174,33 @@ def test_a_client_that_goes_away_cancels_its_build(daemon: Daemon, busybox: str,
 def _build_dirs(daemon: Daemon) -> list[str]:
     builds = daemon.data_root / "builder" / "builds"
     return sorted(os.listdir(builds)) if builds.is_dir() else []
+
+
+def test_a_client_that_goes_away_mid_context_cancels_the_started_build(
+    daemon: Daemon, busybox: str, scratch: Path
+) -> None:
+    """The build started on the Dockerfile while the body was still coming: it goes with the client."""
+    marker = "3218"
+    dockerfile = f"FROM {busybox}\nRUN sleep {marker}\nCOPY later.txt /\n".encode()
+    info = tarfile.TarInfo("Dockerfile")
+    info.size = len(dockerfile)
+    member = info.tobuf(tarfile.PAX_FORMAT) + dockerfile + b"\0" * (-len(dockerfile) % 512)
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(str(daemon.socket))
+    client.sendall(
+        b"POST /v1.47/build?t=gone:latest HTTP/1.1\r\nHost: kapal\r\nContent-Type: application/x-tar\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(member), member)
+    )
+    deadline = time.monotonic() + 60
+    while not _sleeps(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sleeps(marker), "the RUN never started while the context was arriving"
+    client.close()
+    deadline = time.monotonic() + 60
+    while (_sleeps(marker) or _build_dirs(daemon)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sleeps(marker) == []  # the RUN container was killed
+    assert _build_dirs(daemon) == []  # and the build's files removed
+    assert _endpoints(daemon) == 0
+    assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
+    assert daemon.kapal("image", "inspect", "gone:latest", check=False).returncode != 0

@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import threading
 from typing import Any
 
 from aiohttp import web
@@ -122,10 +123,22 @@ async def build(request: web.Request) -> web.StreamResponse:
     options.secrets = _secrets(request.headers.get("X-Kapal-Build-Secrets", ""))
     body = _ContextBody(request.content, asyncio.get_running_loop())  # buffered where it is decoded
     service = engine.builder
-    service.loop = asyncio.get_running_loop()
-    prepared = await asyncio.to_thread(service.prepare, body, options)
+    loop = service.loop = asyncio.get_running_loop()
+    preparing = asyncio.ensure_future(asyncio.to_thread(service.prepare, body, options))
+    try:
+        prepared = await asyncio.shield(preparing)
+    except asyncio.CancelledError:  # the client went away: what prepare still returns is dropped
+
+        def drop(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                loop.run_in_executor(None, service.abandon, done.result())
+
+        preparing.add_done_callback(drop)
+        raise
+    started = threading.Event()
 
     def work(emit: Any) -> str:
+        started.set()
         try:
             return service.run_build(prepared, emit)
         except BuildError as error:
@@ -136,7 +149,11 @@ async def build(request: web.Request) -> web.StreamResponse:
             return ""
 
     # a client that goes away cancels its build, as dockerd cancels the build's context
-    response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
+    try:
+        response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
+    finally:
+        if not started.is_set():  # gone before the response started (the build may be running)
+            loop.run_in_executor(None, service.abandon, prepared)
     return response
 
 
