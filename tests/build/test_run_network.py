@@ -151,18 +151,7 @@ def test_a_client_that_goes_away_cancels_its_build(daemon: Daemon, busybox: str,
         chunk = client.recv(65536)
         assert chunk, received
         received += chunk
-    deadline = time.monotonic() + 30
-    while not _sleeps(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _sleeps(marker), "the RUN never started"
-    client.close()
-    deadline = time.monotonic() + 60
-    while (_sleeps(marker) or _build_dirs(daemon)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _sleeps(marker) == []  # the RUN container was killed
-    assert _build_dirs(daemon) == []  # and the build's files removed
-    assert _endpoints(daemon) == 0
-    assert daemon.kapal("image", "inspect", "cancelled:latest", check=False).returncode != 0
+    _go_away_while_it_runs(daemon, client, marker, "cancelled:latest")
     runtime_root = daemon.exec_root / "runtime" / "crun"
     assert not runtime_root.is_dir() or os.listdir(runtime_root) == []
     # the daemon builds on
@@ -191,10 +180,16 @@ def test_a_client_that_goes_away_mid_context_cancels_the_started_build(
         b"POST /v1.47/build?t=gone:latest HTTP/1.1\r\nHost: kapal\r\nContent-Type: application/x-tar\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(member), member)
     )
+    _go_away_while_it_runs(daemon, client, marker, "gone:latest")
+    assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
+
+
+def _go_away_while_it_runs(daemon: Daemon, client: socket.socket, marker: str, tag: str) -> None:
+    """Once the build's ``RUN sleep <marker>`` runs, close *client*: everything of the build goes."""
     deadline = time.monotonic() + 60
     while not _sleeps(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _sleeps(marker), "the RUN never started while the context was arriving"
+    assert _sleeps(marker), "the RUN never started"
     client.close()
     deadline = time.monotonic() + 60
     while (_sleeps(marker) or _build_dirs(daemon)) and time.monotonic() < deadline:
@@ -202,5 +197,4 @@ def test_a_client_that_goes_away_mid_context_cancels_the_started_build(
     assert _sleeps(marker) == []  # the RUN container was killed
     assert _build_dirs(daemon) == []  # and the build's files removed
     assert _endpoints(daemon) == 0
-    assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
-    assert daemon.kapal("image", "inspect", "gone:latest", check=False).returncode != 0
+    assert daemon.kapal("image", "inspect", tag, check=False).returncode != 0
