@@ -129,6 +129,32 @@ class Cancellation:
                 self._kills.pop(token, None)
 
 
+class ContextArrival:
+    """The context of a build that started before all of it arrived.
+
+    A build starts as soon as its Dockerfile is in, while the rest of the request body is
+    still being read: FROM, RUN and the metadata steps need nothing else. What does need
+    the context (COPY and ADD from it, RUN --mount from it) and registering the image wait
+    here until it is all in, ``.dockerignore`` applied; if it never is, they fail.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._failed = False
+
+    def arrived(self) -> None:
+        self._event.set()
+
+    def failed(self) -> None:
+        self._failed = True
+        self._event.set()
+
+    def wait(self) -> None:
+        self._event.wait()
+        if self._failed:
+            raise BuildError("context canceled")
+
+
 @dataclass
 class BuildOptions:
     tags: list[str] = field(default_factory=list)  # full references
@@ -237,13 +263,15 @@ class Build:
         lease: Lease,
         emit: Emit,
         cancellation: Cancellation | None = None,
+        arrival: ContextArrival | None = None,
     ) -> None:
         self.service = service
         self.cancellation = cancellation or Cancellation()
         self.engine = service.engine
         self.cache: BuildCache = service.cache
         self.dockerfile = dockerfile
-        self.context = context
+        self._context = context
+        self._arrival = arrival
         self.options = options
         self.workdir = workdir
         self.lease = lease
@@ -261,6 +289,13 @@ class Build:
         except ValueError:
             raise InvalidArgument(f"invalid SOURCE_DATE_EPOCH {epoch!r}: want seconds since 1970") from None
         self.meta_args = self._meta_args()
+
+    @property
+    def context(self) -> BuildContext:
+        """The whole context (waiting for the rest of it when the build started early)."""
+        if self._arrival is not None:
+            self._arrival.wait()
+        return self._context
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -1217,12 +1252,13 @@ class StageBuilder:
                 root = str(snapshot.mount())
                 owner = parse_chown(root, owner_spec)
                 total = count
+                upper = str(snapshot.upper)
                 if from_state is not None:
                     with self.build.mounted(from_state) as source_root:
                         tree = RootfsTree(source_root)
                         found = resolve_sources(tree, local, keyword, False)
                         total += len(found)
-                        copy_sources(tree, found, dest, workdir, root, owner, chmod, keyword)
+                        copy_sources(tree, found, dest, workdir, root, owner, chmod, keyword, upper=upper)
                 for tree, found, is_context in trees:
                     copy_sources(
                         tree,
@@ -1234,6 +1270,7 @@ class StageBuilder:
                         chmod,
                         keyword,
                         unpack_archives=command.is_add and is_context and command.unpack is not False,
+                        upper=upper,
                     )
                 for url, path in downloads:
                     self.place_download(url, path, dest, total, workdir, root, owner, chmod)

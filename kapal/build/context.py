@@ -16,7 +16,7 @@ import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -208,11 +208,18 @@ class BuildContext:
     # -- receiving -------------------------------------------------------------------------
 
     @classmethod
-    def receive(cls, stream: BinaryIO, directory: Path) -> BuildContext:
+    def receive(
+        cls,
+        stream: BinaryIO,
+        directory: Path,
+        on_file: Callable[[BuildContext, str, bytes], None] | None = None,
+    ) -> BuildContext:
         """Read a context tar (plain or compressed) from *stream* into ``directory/context.spool``.
 
         The tar is parsed here rather than by :mod:`tarfile`: a context is thousands of small
-        files and this is the path every build, cached or not, waits on.
+        files and this is the path every build, cached or not, waits on. *on_file* is told
+        of each small regular file (its name and content) as soon as it has arrived, so the
+        build can start on its Dockerfile while the rest of the context is still coming.
         """
         from kapal.image.compression import open_decompressed
 
@@ -230,6 +237,8 @@ class BuildContext:
                         data = reader.read_data(header.size)
                         digest = hashlib.sha256(data).hexdigest()
                         spool.write(data)
+                        if on_file is not None:
+                            on_file(context, name, data)
                     else:
                         digest = reader.copy_data(header.size, spool)
                     entry = Entry(

@@ -284,10 +284,11 @@ class Writer:
     mode it was created with, no lookup in a directory this copy just made).
     """
 
-    def __init__(self, rootfs: str, owner: Owner | None, chmod: int | None) -> None:
+    def __init__(self, rootfs: str, owner: Owner | None, chmod: int | None, upper: str | None = None) -> None:
         self.rootfs = rootfs
         self.owner = owner
         self.chmod = chmod
+        self.upper = upper  # the overlay's upper dir, when *rootfs* is an overlay mount
         self._fresh: set[str] = set()  # directories this writer created (nothing else is in them)
         self._ids_are_mine = (owner is None or (owner.uid, owner.gid) == (0, 0)) and os.geteuid() == 0
 
@@ -375,6 +376,7 @@ class Writer:
         disk round trip here, and creates in different directories proceed side by side.
         Directory times are set last, once nothing more is created in them.
         """
+        host_dir = self._in_upper(host_dir)
         directories: list[tuple[str, Entry]] = []
         batches: dict[str, list[tuple[Entry, str]]] = {}
         count = 0
@@ -397,6 +399,31 @@ class Writer:
         for host, entry in reversed(directories):
             os.utime(host, (entry.mtime, entry.mtime), follow_symlinks=False)
 
+    def settle(self) -> None:
+        """Forget which directories this writer made: what one source wrote in them, the next
+        (``COPY dir1 dir2 /dest/``) may overwrite, as Docker does."""
+        self._fresh.clear()
+
+    def _in_upper(self, host_dir: str) -> str:
+        """Where to write a tree bound for *host_dir*: the same directory in the upper dir when
+        this writer made it through the overlay and it is still empty.
+
+        Nothing below such a directory can come from a lower layer, so writing there directly
+        is what the overlay would do, without its per-file lookups and with the content
+        copied in the kernel (the overlay refuses ``copy_file_range`` from the spool). The
+        overlay is not read again before the step commits, which unmounts it.
+        """
+        if self.upper is None or host_dir not in self._fresh:
+            return host_dir
+        target = os.path.join(self.upper, os.path.relpath(host_dir, self.rootfs))
+        try:
+            if not os.path.isdir(target) or os.path.islink(target) or os.listdir(target):
+                return host_dir
+        except OSError:
+            return host_dir
+        self._fresh.add(target)
+        return target
+
     def _write_batch(self, tree: Tree, items: list[tuple[Entry, str]]) -> None:
         for entry, host in items:
             self.write(tree, entry, host)
@@ -412,8 +439,12 @@ def copy_sources(
     chmod: int | None,
     keyword: str,
     unpack_archives: bool = False,
+    upper: str | None = None,
 ) -> None:
-    """Copy resolved *sources* to *dest* (relative to *workdir*) inside *rootfs*."""
+    """Copy resolved *sources* to *dest* (relative to *workdir*) inside *rootfs*.
+
+    *upper* is the upper dir of the overlay mounted at *rootfs*, if it is one.
+    """
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     if not dest.startswith("/"):
         dest = posixpath.join(workdir or "/", dest)
@@ -422,11 +453,12 @@ def copy_sources(
             f"When using {keyword} with more than one source file, the destination must be a directory "
             "and end with a /"
         )
-    writer = Writer(rootfs, owner, chmod)
+    writer = Writer(rootfs, owner, chmod, upper)
     dest_host = scoped_path(rootfs, dest)
     if not dest_is_dir and os.path.isdir(dest_host):
         dest_is_dir = True
     for source in sources:
+        writer.settle()
         entry = source.entry
         if entry.kind == DIR:
             host = writer.mkdirs(dest)

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,14 @@ from kapal.build.builder import (
     BuildError,
     BuildOptions,
     Cancellation,
+    ContextArrival,
     StageOutput,
     State,
     short,
     unsupported_flag_error,
 )
 from kapal.build.cache import BuildCache
-from kapal.build.context import BuildContext, locate_dockerfile
+from kapal.build.context import BuildContext, clean, locate_dockerfile
 from kapal.build.run import RunRequest, run_container
 from kapal.errors import InvalidArgument, NotFound
 from kapal.image import manifest as mf
@@ -50,10 +52,66 @@ class PreparedBuild:
     options: BuildOptions
     workdir: Path
     cancellation: Cancellation
+    early: EarlyBuild | None = None  # the build, when it started before the context was all in
 
     def discard(self) -> None:
         self.context.close()
         _remove_tree(self.workdir)
+
+
+class HeldOutput:
+    """The messages of a build that started before its response: held until the response starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[dict[str, Any]] = []
+        self._emit: Emit | None = None
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        with self._lock:  # emitting under the lock keeps the order across threads
+            if self._emit is None:
+                self._held.append(message)
+            else:
+                self._emit(message)
+
+    def attach(self, emit: Emit) -> None:
+        with self._lock:
+            for message in self._held:
+                emit(message)
+            self._held.clear()
+            self._emit = emit
+
+
+class EarlyBuild:
+    """A build started on its Dockerfile while the rest of the context is still arriving.
+
+    It runs on its own thread with its output held; when the context is in and its
+    Dockerfile proves to be the one the build started on, the request goes on with it.
+    Otherwise (a bad context, or a later entry of the same name) it is cancelled and
+    waited for, and nothing it did is shown.
+    """
+
+    def __init__(self, service: BuildService, prepared: PreparedBuild, name: str, data: bytes) -> None:
+        self.prepared = prepared
+        self.name = name
+        self.data = data
+        self.arrival = ContextArrival()
+        self.output = HeldOutput()
+        self.result: concurrent.futures.Future[str] = concurrent.futures.Future()
+        prepared.early = self
+
+        def run() -> None:
+            try:
+                self.result.set_result(service.execute(prepared, self.output, self.arrival))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
+                self.result.set_exception(error)
+
+        threading.Thread(target=run, name="build-early", daemon=True).start()
+
+    def abandon(self) -> None:
+        self.prepared.cancellation.cancel()
+        self.arrival.failed()
+        concurrent.futures.wait([self.result])
 
 
 class BuildService:
@@ -154,7 +212,10 @@ class BuildService:
     # -- a build ----------------------------------------------------------------------------
 
     def prepare(self, body: BinaryIO, options: BuildOptions) -> PreparedBuild:
-        """Receive the context and read the Dockerfile: what fails here fails the request itself."""
+        """Receive the context and read the Dockerfile: what fails here fails the request itself.
+
+        The build itself starts as soon as the Dockerfile has arrived (see :class:`EarlyBuild`).
+        """
         from kapal.build.dockerfile import parse_dockerfile
 
         for tag in options.tags:
@@ -163,14 +224,39 @@ class BuildService:
             except InvalidArgument as error:
                 raise InvalidArgument(f"invalid tag {tag!r}: {error}") from None
         workdir = Path(tempfile.mkdtemp(prefix="build-", dir=self.root / "builds"))
+        wanted = clean(options.dockerfile or "Dockerfile")
+        early: EarlyBuild | None = None
+
+        def on_file(context: BuildContext, name: str, data: bytes) -> None:
+            nonlocal early
+            if early is not None or name != wanted:
+                return
+            try:
+                dockerfile = parse_dockerfile(data, posixpath_base(name))
+                _refuse_labs_flags(dockerfile)
+            except Exception:  # noqa: BLE001 - reported once the whole context is in
+                return
+            prepared = PreparedBuild(context, dockerfile, options, workdir, Cancellation())
+            early = EarlyBuild(self, prepared, name, data)
+
         context: BuildContext | None = None
         try:
-            context = BuildContext.receive(body, workdir)
+            context = BuildContext.receive(body, workdir, on_file)
             name, data = locate_dockerfile(context, options.dockerfile)
             self._apply_dockerignore(context, name)
+            if early is not None and (early.name, early.data) == (name, data):
+                early.arrival.arrived()
+                return early.prepared
+            if early is not None:  # a later entry of the same name won: start over
+                early.abandon()
+                early = None
+                _remove_tree(workdir, keep=context.spool_path)
             dockerfile = parse_dockerfile(data, posixpath_base(name))
             _refuse_labs_flags(dockerfile)
         except BaseException:
+            if early is not None:
+                early.abandon()
+                context = early.prepared.context
             if context is not None:
                 context.close()
             _remove_tree(workdir)
@@ -178,35 +264,55 @@ class BuildService:
         return PreparedBuild(context, dockerfile, options, workdir, Cancellation())
 
     def run_build(self, prepared: PreparedBuild, emit: Emit) -> str:
-        """Run a prepared build; returns the image ID. Messages go to *emit*."""
-        options = prepared.options
+        """Run a prepared build (or go on with the one already running); returns the image ID."""
         try:
-            for warning in getattr(prepared.dockerfile, "warnings", []) or []:
-                if not options.quiet:
-                    emit({"stream": f"[Warning] {warning}\n"})
-            with self.engine.content.leases.lease() as lease:
-                build = Build(
-                    self,
-                    prepared.dockerfile,
-                    prepared.context,
-                    options,
-                    prepared.workdir,
-                    lease,
-                    emit,
-                    prepared.cancellation,
-                )
-                state = build.run()
-                image = self._register(state, options, lease)
-            emit({"aux": {"ID": image.id}})
-            if options.quiet:
-                emit({"stream": f"{image.id}\n"})
-            else:
-                emit({"stream": f"Successfully built {short(image.id)}\n"})
-                for tag in options.tags:
-                    emit({"stream": f"Successfully tagged {familiar(str(reference.parse(tag)))}\n"})
-            return image.id
+            if prepared.early is not None:
+                prepared.early.output.attach(emit)
+                return prepared.early.result.result()
+            return self.execute(prepared, emit)
         finally:
             prepared.discard()
+
+    def abandon(self, prepared: PreparedBuild) -> None:
+        """A prepared build whose client went away before it ran: stopped, its files removed."""
+        if prepared.early is not None:
+            prepared.early.abandon()
+        prepared.discard()
+
+    def execute(self, prepared: PreparedBuild, emit: Emit, arrival: ContextArrival | None = None) -> str:
+        """Build, register and tag the image. Messages go to *emit*.
+
+        With *arrival*, the context may still be arriving: the image is registered only once
+        it is all in, so a request that fails on its context tags nothing.
+        """
+        options = prepared.options
+        for warning in getattr(prepared.dockerfile, "warnings", []) or []:
+            if not options.quiet:
+                emit({"stream": f"[Warning] {warning}\n"})
+        with self.engine.content.leases.lease() as lease:
+            build = Build(
+                self,
+                prepared.dockerfile,
+                prepared.context,
+                options,
+                prepared.workdir,
+                lease,
+                emit,
+                prepared.cancellation,
+                arrival,
+            )
+            state = build.run()
+            if arrival is not None:
+                arrival.wait()
+            image = self._register(state, options, lease)
+        emit({"aux": {"ID": image.id}})
+        if options.quiet:
+            emit({"stream": f"{image.id}\n"})
+        else:
+            emit({"stream": f"Successfully built {short(image.id)}\n"})
+            for tag in options.tags:
+                emit({"stream": f"Successfully tagged {familiar(str(reference.parse(tag)))}\n"})
+        return image.id
 
     def build(self, body: BinaryIO, options: BuildOptions, emit: Emit) -> str:
         return self.run_build(self.prepare(body, options), emit)
@@ -284,12 +390,21 @@ def posixpath_base(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _remove_tree(path: Path) -> None:
-    """A build directory: unmount what a crash left mounted in it, then remove it."""
+def _remove_tree(path: Path, keep: Path | None = None) -> None:
+    """A build directory (all of it but *keep*): unmount what a crash left mounted in it, remove it."""
     from kapal.runtime import rootfs
 
-    if path.is_dir():
-        for child in path.iterdir():
-            if rootfs.is_mounted(child):
-                rootfs.unmount(child)
-    shutil.rmtree(path, ignore_errors=True)
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if rootfs.is_mounted(child):
+            rootfs.unmount(child)
+    if keep is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child != keep:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +89,48 @@ class Snapshot:
                 pass
 
     def commit(self, lease: Lease, source_date_epoch: int | None) -> LayerRef | None:
-        """The upper dir as a layer (None when the step changed nothing), moved into the layer store."""
-        self.unmount()
+        """The upper dir as a layer (None when the step changed nothing), moved into the layer store.
+
+        The layer tar is written while the overlay is being unmounted: an unmount waits for an
+        RCU grace period (tens of milliseconds on a busy machine), and nothing writes through
+        the overlay any more, so its upper dir can be read meanwhile.
+        """
+        unmounted = self._unmount_in_background()
+        try:
+            if not os.listdir(self.upper):
+                unmounted()
+                shutil.rmtree(self.tree, ignore_errors=True)
+                return None
+            # Stored uncompressed, as dockerd keeps a built layer: the blob is the tar, its digest the
+            # diff ID, and a build pays for no compression (a push may compress).
+            with self.content.writer(lease=lease) as writer:
+                sink = _Counted(writer)
+                write_layer(self.upper, sink, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
+                blob = writer.commit()
+        finally:
+            unmounted()
         shutil.rmtree(self.work, ignore_errors=True)
-        if not os.listdir(self.upper):
-            shutil.rmtree(self.tree, ignore_errors=True)
-            return None
-        # Stored uncompressed, as dockerd keeps a built layer: the blob is the tar, its digest the
-        # diff ID, and a build pays for no compression (a push may compress).
-        with self.content.writer(lease=lease) as writer:
-            sink = _Counted(writer)
-            write_layer(self.upper, sink, source_date_epoch=source_date_epoch)  # type: ignore[arg-type]
-            blob = writer.commit()
         self.layers.adopt(self.tree, blob, sink.size, lease)
         return LayerRef(blob, blob, sink.size, OCI_LAYER)
+
+    def _unmount_in_background(self) -> Callable[[], None]:
+        """Start unmounting on another thread; returns the wait for it (raising what it raised)."""
+        if not self.mounted:
+            return lambda: None
+        errors: list[BaseException] = []
+
+        def unmount() -> None:
+            try:
+                self.unmount()
+            except BaseException as error:  # noqa: BLE001 - raised by the waiter
+                errors.append(error)
+
+        thread = threading.Thread(target=unmount, name="unmount", daemon=True)
+        thread.start()
+
+        def wait() -> None:
+            thread.join()
+            if errors:
+                raise errors.pop()
+
+        return wait

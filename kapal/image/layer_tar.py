@@ -824,28 +824,25 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
 
 
 class _TarSink:
-    """The minimal file tarfile writes to: buffered, counting, never closing.
+    """Where the layer tar goes: buffered, counting, never closing.
 
-    tarfile asks for ``tell()`` even when writing, which pipes and compressors
-    cannot answer; and its many small header writes are batched here instead
-    of reaching a compressor one by one.
+    A layer is thousands of small entries; their headers and contents are batched
+    here instead of reaching the blob writer (or a compressor) one by one.
     """
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self.pos = 0
 
     def write(self, data: bytes) -> int:
         n = len(data)
         self.pos += n
-        if n >= _CHUNK:
+        self._pending.append(data)
+        self._pending_size += n
+        if self._pending_size >= _CHUNK:
             self.flush()
-            self._out.write(data)
-        else:
-            self._pending += data
-            if len(self._pending) >= _CHUNK:
-                self.flush()
         return n
 
     def tell(self) -> int:
@@ -853,8 +850,98 @@ class _TarSink:
 
     def flush(self) -> None:
         if self._pending:
-            self._out.write(bytes(self._pending))
+            self._out.write(b"".join(self._pending))
             self._pending.clear()
+            self._pending_size = 0
+
+
+# The ustar fields after the checksum that an ordinary entry leaves empty: uname, gname
+# (numeric owners only), and devmajor/devminor for what is not a device.
+_NO_NAMES = b"\0" * 64
+_NO_DEVICE = b"\0" * 16
+_USTAR_TAIL = b"\0" * (155 + 12)  # prefix, and the block's unused end
+_USTAR_MAGIC = b"ustar\x0000"
+_OCTAL7_LIMIT = 8**7
+_OCTAL11_LIMIT = 8**11
+
+
+def tar_header(
+    name: str,
+    kind: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime: int,
+    size: int = 0,
+    linkname: str = "",
+    devmajor: int = 0,
+    devminor: int = 0,
+    pax_headers: dict[str, str] | None = None,
+) -> bytes:
+    """The header of one entry, byte for byte what :mod:`tarfile` writes in PAX format.
+
+    Building a TarInfo and letting tarfile format it costs more than reading the file it
+    describes; the common entry (ASCII name and link of at most 100 bytes, no PAX
+    record, numbers that fit their octal fields) is formatted here in one go, and
+    anything else is left to tarfile so the bytes stay the same either way.
+    """
+    if kind == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    if (
+        not pax_headers
+        and len(name) <= 100
+        and len(linkname) <= 100
+        and name.isascii()
+        and linkname.isascii()
+        and 0 <= uid < _OCTAL7_LIMIT
+        and 0 <= gid < _OCTAL7_LIMIT
+        and 0 <= size < _OCTAL11_LIMIT
+        and 0 <= mtime < _OCTAL11_LIMIT
+        and 0 <= devmajor < _OCTAL7_LIMIT
+        and 0 <= devminor < _OCTAL7_LIMIT
+    ):
+        device = (
+            b"%07o\0%07o\0" % (devmajor, devminor)
+            if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE)
+            else _NO_DEVICE
+        )
+        block = b"".join(
+            (
+                name.encode("ascii").ljust(100, b"\0"),
+                b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (mode & 0o7777, uid, gid, size, mtime),
+                kind,
+                linkname.encode("ascii").ljust(100, b"\0"),
+                _USTAR_MAGIC,
+                _NO_NAMES,
+                device,
+                _USTAR_TAIL,
+            )
+        )
+        return b"%s%06o\0%s" % (block[:148], sum(block), block[155:])
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.uid, info.gid = uid, gid
+    info.uname = info.gname = ""
+    info.mtime = mtime
+    info.size = size
+    info.linkname = linkname
+    info.devmajor, info.devminor = devmajor, devminor
+    info.pax_headers = pax_headers or {}
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _write_content(fd: int, size: int, sink: _TarSink) -> None:
+    """*size* bytes of an open file, then the padding to the next block."""
+    remaining = size
+    while remaining:
+        data = os.read(fd, min(remaining, _CHUNK))
+        if not data:
+            raise OSError(errno.EIO, "unexpected end of data")  # the file shrank while it was read
+        sink.write(data)
+        remaining -= len(data)
+    if size % tarfile.BLOCKSIZE:
+        sink.write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
 
 
 def _exported_xattrs(path: str, names: list[str]) -> dict[str, str]:
@@ -902,14 +989,6 @@ def write_layer(
     """
     root = os.fspath(src_dir)
     sink = _TarSink(out)
-    tar = tarfile.TarFile(
-        fileobj=sink,  # type: ignore[arg-type]
-        mode="w",
-        format=tarfile.PAX_FORMAT,
-        encoding="utf-8",
-        errors="surrogateescape",
-        copybufsize=_CHUNK,
-    )
     seen: dict[tuple[int, int], str] = {}
 
     def clamp(mtime_ns: int) -> int:
@@ -918,15 +997,6 @@ def write_layer(
             return source_date_epoch
         return seconds
 
-    def header(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = clamp(st.st_mtime_ns)
-        return info
-
     def listing(rel: str) -> list[str]:
         names = sorted(os.listdir(f"{root}/{rel}" if rel else root), key=os.fsencode)
         return [f"{rel}/{name}" if rel else name for name in reversed(names)]
@@ -934,59 +1004,56 @@ def write_layer(
     try:
         stack = listing("")
         while stack:
-            tar.members.clear()  # tarfile keeps every member otherwise
             rel = stack.pop()
             path = f"{root}/{rel}"
             st = os.lstat(path)
             mode = st.st_mode
+            mtime = clamp(st.st_mtime_ns)
             if stat.S_ISCHR(mode) and st.st_rdev == 0:
                 # An overlayfs whiteout goes back to its portable spelling.
                 parent, _, base = rel.rpartition("/")
                 name = f"{parent}/{WHITEOUT_PREFIX}{base}" if parent else WHITEOUT_PREFIX + base
-                info = header(name, st, tarfile.REGTYPE)
-                info.mode = 0o600
-                tar.addfile(info)
+                sink.write(tar_header(name, tarfile.REGTYPE, 0o600, st.st_uid, st.st_gid, mtime))
                 continue
             if stat.S_ISSOCK(mode):
                 log.info("not writing socket %s into a layer", path)
                 continue
             xattr_names = _list_xattrs(path)
+            pax = _exported_xattrs(path, xattr_names) if xattr_names else None
+            owner = (stat.S_IMODE(mode), st.st_uid, st.st_gid, mtime)
             if stat.S_ISDIR(mode):
-                info = header(rel, st, tarfile.DIRTYPE)
-                info.pax_headers = _exported_xattrs(path, xattr_names)
-                tar.addfile(info)
+                sink.write(tar_header(rel, tarfile.DIRTYPE, *owner, pax_headers=pax))
                 if _is_opaque(path, xattr_names):
-                    marker = header(f"{rel}/{WHITEOUT_OPAQUE}", st, tarfile.REGTYPE)
-                    marker.mode &= 0o777
-                    tar.addfile(marker)
+                    marker = f"{rel}/{WHITEOUT_OPAQUE}"
+                    sink.write(tar_header(marker, tarfile.REGTYPE, mode & 0o777, *owner[1:]))
                 stack.extend(listing(rel))
                 continue
-            info = header(rel, st, tarfile.REGTYPE)
-            info.pax_headers = _exported_xattrs(path, xattr_names)
             if st.st_nlink > 1:
                 first = seen.setdefault((st.st_dev, st.st_ino), rel)
                 if first != rel:
-                    info.type = tarfile.LNKTYPE
-                    info.linkname = first
-                    tar.addfile(info)
+                    sink.write(tar_header(rel, tarfile.LNKTYPE, *owner, linkname=first, pax_headers=pax))
                     continue
             if stat.S_ISREG(mode):
-                info.size = st.st_size
+                size = st.st_size
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with open(fd, "rb", buffering=0) as content:
-                    tar.addfile(info, content)
+                try:
+                    sink.write(tar_header(rel, tarfile.REGTYPE, *owner, size=size, pax_headers=pax))
+                    _write_content(fd, size, sink)
+                finally:
+                    os.close(fd)
             elif stat.S_ISLNK(mode):
-                info.type = tarfile.SYMTYPE
-                info.linkname = os.readlink(path)
-                tar.addfile(info)
+                link = os.readlink(path)
+                sink.write(tar_header(rel, tarfile.SYMTYPE, *owner, linkname=link, pax_headers=pax))
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                tar.addfile(info)
+                kind = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+                major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                sink.write(tar_header(rel, kind, *owner, devmajor=major, devminor=minor, pax_headers=pax))
             elif stat.S_ISFIFO(mode):
-                info.type = tarfile.FIFOTYPE
-                tar.addfile(info)
-        tar.close()
+                sink.write(tar_header(rel, tarfile.FIFOTYPE, *owner, pax_headers=pax))
+        # the end: two zero blocks, then zeros up to a whole record (as tarfile and tar -b20 do)
+        sink.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        if sink.pos % tarfile.RECORDSIZE:
+            sink.write(tarfile.NUL * (tarfile.RECORDSIZE - sink.pos % tarfile.RECORDSIZE))
         sink.flush()
         out.flush()
     except OSError as error:

@@ -60,6 +60,8 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
         assert daemon_bridge(daemon) in host_devices  # the host's own interfaces
         # the build's endpoints are gone: only the peer is on the bridge
         assert _endpoints(daemon) == 1
+        # the namespaces were held by threads of kapald, not processes; none is left in one
+        assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
 
         # the networkmode query (kapal build --network) applies to every RUN without its own
         context = write_context(
@@ -97,6 +99,18 @@ def test_run_is_on_the_default_bridge(daemon: Daemon, busybox: str, scratch: Pat
             daemon.kapal("network", "rm", "buildnet", check=False)
     finally:
         daemon.kapal("rm", "-f", peer)
+
+
+def _thread_namespaces(daemon: Daemon) -> set[str]:
+    assert daemon.process is not None
+    tasks = Path(f"/proc/{daemon.process.pid}/task")
+    found = set()
+    for task in tasks.iterdir():
+        try:
+            found.add(os.readlink(task / "ns" / "net"))
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
 
 
 def daemon_bridge(daemon: Daemon) -> str:
@@ -137,18 +151,7 @@ def test_a_client_that_goes_away_cancels_its_build(daemon: Daemon, busybox: str,
         chunk = client.recv(65536)
         assert chunk, received
         received += chunk
-    deadline = time.monotonic() + 30
-    while not _sleeps(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _sleeps(marker), "the RUN never started"
-    client.close()
-    deadline = time.monotonic() + 60
-    while (_sleeps(marker) or _build_dirs(daemon)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _sleeps(marker) == []  # the RUN container was killed
-    assert _build_dirs(daemon) == []  # and the build's files removed
-    assert _endpoints(daemon) == 0
-    assert daemon.kapal("image", "inspect", "cancelled:latest", check=False).returncode != 0
+    _go_away_while_it_runs(daemon, client, marker, "cancelled:latest")
     runtime_root = daemon.exec_root / "runtime" / "crun"
     assert not runtime_root.is_dir() or os.listdir(runtime_root) == []
     # the daemon builds on
@@ -160,3 +163,38 @@ def test_a_client_that_goes_away_cancels_its_build(daemon: Daemon, busybox: str,
 def _build_dirs(daemon: Daemon) -> list[str]:
     builds = daemon.data_root / "builder" / "builds"
     return sorted(os.listdir(builds)) if builds.is_dir() else []
+
+
+def test_a_client_that_goes_away_mid_context_cancels_the_started_build(
+    daemon: Daemon, busybox: str, scratch: Path
+) -> None:
+    """The build started on the Dockerfile while the body was still coming: it goes with the client."""
+    marker = "3218"
+    dockerfile = f"FROM {busybox}\nRUN sleep {marker}\nCOPY later.txt /\n".encode()
+    info = tarfile.TarInfo("Dockerfile")
+    info.size = len(dockerfile)
+    member = info.tobuf(tarfile.PAX_FORMAT) + dockerfile + b"\0" * (-len(dockerfile) % 512)
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(str(daemon.socket))
+    client.sendall(
+        b"POST /v1.47/build?t=gone:latest HTTP/1.1\r\nHost: kapal\r\nContent-Type: application/x-tar\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(member), member)
+    )
+    _go_away_while_it_runs(daemon, client, marker, "gone:latest")
+    assert _thread_namespaces(daemon) == {os.readlink(f"/proc/{daemon.process.pid}/ns/net")}
+
+
+def _go_away_while_it_runs(daemon: Daemon, client: socket.socket, marker: str, tag: str) -> None:
+    """Once the build's ``RUN sleep <marker>`` runs, close *client*: everything of the build goes."""
+    deadline = time.monotonic() + 60
+    while not _sleeps(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sleeps(marker), "the RUN never started"
+    client.close()
+    deadline = time.monotonic() + 60
+    while (_sleeps(marker) or _build_dirs(daemon)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sleeps(marker) == []  # the RUN container was killed
+    assert _build_dirs(daemon) == []  # and the build's files removed
+    assert _endpoints(daemon) == 0
+    assert daemon.kapal("image", "inspect", tag, check=False).returncode != 0

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kapal.errors import InvalidArgument, StorageError
 from kapal.image.compression import Compression, compress_writer, open_decompressed
@@ -912,6 +914,71 @@ def test_write_layer_does_not_close_out_and_skips_sockets(shm_path: Path) -> Non
     assert not out.closed
     with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:") as tar:
         assert tar.getnames() == ["f"]
+
+
+def tarfile_reserialized(data: bytes) -> bytes:
+    """*data* parsed and written again by tarfile itself (PAX, as write_layer always wrote)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape") as src,
+        tarfile.open(
+            fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+        ) as dst,
+    ):
+        for member in src:
+            # what reading derived from PAX (long names, big ids) is derived again on writing
+            member.pax_headers = {k: v for k, v in member.pax_headers.items() if k.startswith("SCHILY.")}
+            content = src.extractfile(member) if member.isreg() else None
+            dst.addfile(member, content)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("epoch", [None, MTIME + 2])
+def test_write_layer_writes_the_bytes_tarfile_would(shm_path: Path, epoch: int | None) -> None:
+    """Headers are formatted without tarfile; the layer (and so its digest) must not change."""
+    src = shm_path / "src"
+    make_tree(src)
+    (src / ("n" * 100)).write_bytes(b"a name of exactly 100 bytes")
+    os.symlink("t" * 100, src / "link100")
+    os.chown(src / "link100", 2**21, 2**21, follow_symlinks=False)  # more than 7 octal digits: PAX
+    data = written(src, source_date_epoch=epoch)
+    assert data == tarfile_reserialized(data)
+
+
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=120)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=_names,
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+                          tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE]),
+    mode=st.integers(0, 0o7777),
+    uid=st.one_of(st.integers(0, 70_000), st.integers(0, 2**32 - 1)),
+    gid=st.one_of(st.integers(0, 70_000), st.integers(0, 2**32 - 1)),
+    mtime=st.one_of(st.integers(0, 2**33), st.integers(-(2**31), 2**40)),
+    size=st.one_of(st.integers(0, 1 << 20), st.integers(0, 2**40)),
+    linkname=st.one_of(st.just(""), _names),
+    device=st.tuples(st.integers(0, 4095), st.integers(0, 2**20)),
+    xattr=st.one_of(st.none(), st.binary(max_size=8)),
+)  # fmt: skip
+def test_tar_header_is_tarfiles_header(
+    name: str, kind: bytes, mode: int, uid: int, gid: int, mtime: int, size: int,
+    linkname: str, device: tuple[int, int], xattr: bytes | None,
+) -> None:  # fmt: skip
+    from kapal.image.layer_tar import tar_header
+
+    pax = {"SCHILY.xattr.user.x": xattr.decode("utf-8", "surrogateescape")} if xattr is not None else None
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode, info.uid, info.gid, info.mtime, info.size = mode, uid, gid, mtime, size
+    info.uname = info.gname = ""
+    info.linkname = linkname
+    info.devmajor, info.devminor = device
+    info.pax_headers = dict(pax or {})
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    got = tar_header(name, kind, mode, uid, gid, mtime, size, linkname, *device, pax_headers=pax)
+    assert got == expected
 
 
 # ---------------------------------------------------------------------------

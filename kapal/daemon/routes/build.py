@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import threading
 from typing import Any
 
 from aiohttp import web
@@ -67,11 +68,16 @@ class _ContextBody(io.RawIOBase):
 
     A context is tens of megabytes; aiohttp hands the body over in pieces of at most
     its buffer (~128 kB), and a thread hop per piece would cost more than the parsing.
+    Its first megabyte goes over as it comes, though: the Dockerfile is usually in it,
+    and the build starts on it while the rest is still arriving.
     """
+
+    _EAGER = 1 << 20
 
     def __init__(self, content: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._content = content
         self._loop = loop
+        self._received = 0
 
     def readable(self) -> bool:
         return True
@@ -85,7 +91,11 @@ class _ContextBody(io.RawIOBase):
                 break
             parts.append(data)
             wanted -= len(data)
-        return b"".join(parts)
+            if self._received < self._EAGER:
+                break
+        data = b"".join(parts)
+        self._received += len(data)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         data = asyncio.run_coroutine_threadsafe(self._fill(len(buffer)), self._loop).result()
@@ -111,12 +121,24 @@ async def build(request: web.Request) -> web.StreamResponse:
         raise NotImplementedYet("BuildKit (version=2) is not supported: build with DOCKER_BUILDKIT=0")
     options.registry_config = request.headers.get("X-Registry-Config", "")
     options.secrets = _secrets(request.headers.get("X-Kapal-Build-Secrets", ""))
-    body = io.BufferedReader(_ContextBody(request.content, asyncio.get_running_loop()), buffer_size=1 << 20)
+    body = _ContextBody(request.content, asyncio.get_running_loop())  # buffered where it is decoded
     service = engine.builder
-    service.loop = asyncio.get_running_loop()
-    prepared = await asyncio.to_thread(service.prepare, body, options)
+    loop = service.loop = asyncio.get_running_loop()
+    preparing = asyncio.ensure_future(asyncio.to_thread(service.prepare, body, options))
+    try:
+        prepared = await asyncio.shield(preparing)
+    except asyncio.CancelledError:  # the client went away: what prepare still returns is dropped
+
+        def drop(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                loop.run_in_executor(None, service.abandon, done.result())
+
+        preparing.add_done_callback(drop)
+        raise
+    started = threading.Event()
 
     def work(emit: Any) -> str:
+        started.set()
         try:
             return service.run_build(prepared, emit)
         except BuildError as error:
@@ -127,7 +149,11 @@ async def build(request: web.Request) -> web.StreamResponse:
             return ""
 
     # a client that goes away cancels its build, as dockerd cancels the build's context
-    response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
+    try:
+        response, _ = await json_progress(request, work, cancel=prepared.cancellation.cancel)
+    finally:
+        if not started.is_set():  # gone before the response started (the build may be running)
+            loop.run_in_executor(None, service.abandon, prepared)
     return response
 
 
