@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kapal.errors import InvalidArgument, KapalError, StorageError
+from kapal.image.file_writers import SMALL_FILE, SmallFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +367,7 @@ class _Applier:
         self.skipped_xattrs: set[str] = set()
         self.failed_xattrs: set[str] = set()
         self._buffer = memoryview(bytearray(_CHUNK))
+        self.writer = SmallFileWriter(dest_fd, _CREATE_FLAGS, _filesystem_error)
         # What creating a node gives without being asked: root's owner and the umask's mode
         # bits. Where a header asks for exactly that, chown and chmod are skipped (most
         # entries of a real layer), except under directories whose new children inherit
@@ -398,6 +400,7 @@ class _Applier:
         kind = self.kinds.get(rel)
         if kind is None:
             return
+        self.writer.wait()  # the path, or something under it, may still be being created
         if kind == _DIR:
             shutil.rmtree(rel, dir_fd=self.fd)
         else:
@@ -523,6 +526,7 @@ class _Applier:
         self.entries += 1
 
     def _root(self, info: tarfile.TarInfo) -> None:
+        self.writer.wait()  # children created after the change would inherit differently
         os.fchown(self.fd, info.uid, info.gid)
         os.fchmod(self.fd, info.mode & 0o7777)
         self._xattrs(info, self.fd)
@@ -535,6 +539,21 @@ class _Applier:
         self._remove(rel)
         mtime = _mtime_ns(info)
         as_created = self._as_created(rel, info)
+        if info.size <= SMALL_FILE and info.sparse is None and not _has_xattrs(info):
+            try:
+                data = reader.read(info.size) if info.size else b""
+            except OSError as error:
+                raise _SourceError(error) from error
+            if len(data) != info.size:
+                raise InvalidArgument(f"invalid layer: entry {_quote(info.name)} is truncated")
+            self._record(rel, _FILE)
+            mode = info.mode & 0o7777
+            if as_created:
+                self.writer.add(info.name, rel, mode, data, None, mtime)
+            else:
+                self.writer.add(info.name, rel, 0o600, data, (info.uid, info.gid, mode), mtime)
+            self.size += info.size
+            return
         fd = os.open(rel, _CREATE_FLAGS, info.mode & 0o777 if as_created else 0o600, dir_fd=self.fd)
         try:
             self._record(rel, _FILE)
@@ -598,6 +617,7 @@ class _Applier:
             self._record(rel, _DIR)
         else:
             as_created = False  # an existing directory: its metadata is whatever came before
+            self.writer.wait()  # children created after the change would inherit differently
         if not as_created:
             os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
             os.chmod(rel, info.mode & 0o7777, dir_fd=self.fd)
@@ -628,6 +648,7 @@ class _Applier:
         if target == rel:
             return  # GNU tar writes this when a file is archived twice: a no-op
         self._check_link_target(target, subject)
+        self.writer.wait()  # the target may still be being created
         self._remove(rel)
         kind = self.kinds.get(target)
         if kind is None:  # the replaced directory contained the target
@@ -706,6 +727,7 @@ class _Applier:
 
     def finish(self) -> None:
         """Set directory times, deepest first, once nothing changes them."""
+        self.writer.wait()
         for rel in sorted(self.dir_times, key=lambda path: path.count("/") + bool(path), reverse=True):
             mtime = self.dir_times[rel]
             if rel:
@@ -716,6 +738,10 @@ class _Applier:
             log.warning("layer carried overlayfs xattrs, ignored: %s", ", ".join(sorted(self.skipped_xattrs)))
         if self.failed_xattrs:
             log.warning("xattrs the filesystem refused, skipped: %s", ", ".join(sorted(self.failed_xattrs)))
+
+
+def _has_xattrs(info: tarfile.TarInfo) -> bool:
+    return bool(info.pax_headers) and any(key.startswith(_XATTR_PAX_PREFIX) for key in info.pax_headers)
 
 
 def _inherits(dir_fd: int) -> bool:
@@ -768,6 +794,7 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
     """
     dest_path = os.path.abspath(os.fspath(dest))
     dest_fd = os.open(dest_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    applier = None
     try:
         with os.scandir(dest_fd) as listing:
             if next(listing, None) is not None:
@@ -816,6 +843,8 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
         reader.drain()
         return LayerStats(size=applier.size, entries=applier.entries)
     finally:
+        if applier is not None:
+            applier.writer.close()  # no file may appear after the caller saw the outcome
         os.close(dest_fd)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from kapal.errors import InvalidArgument, StorageError
+from kapal.image import layer_tar
 from kapal.image.compression import Compression, compress_writer, open_decompressed
 from kapal.image.layer_tar import LayerStats, apply_layer, write_layer
 
@@ -769,6 +770,28 @@ def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
         subprocess.run(["umount", str(mountpoint)], check=True)
 
 
+def test_disk_full_while_small_files_are_created_in_the_pool(shm_path: Path) -> None:
+    mountpoint = shm_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (mountpoint / "layer").mkdir()
+        layer = TarBuilder()
+        for index in range(200):
+            layer.file(f"d/f{index:03d}", b"x" * 4096)
+        with pytest.raises(StorageError, match=r'no space left on device while writing layer entry "d/f\d+"'):
+            apply(layer.bytes(), mountpoint / "layer")
+        # Every worker is done once apply_layer returns: the tree can be removed for good.
+        shutil.rmtree(mountpoint / "layer")
+        assert os.listdir(mountpoint) == []
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
 def test_refuses_a_non_empty_destination(dest: Path) -> None:
     (dest / "existing").write_bytes(b"")
     with pytest.raises(StorageError, match="not empty"):
@@ -1016,3 +1039,74 @@ def test_round_trip_through_a_compressed_blob(shm_path: Path, compression: Compr
     apply_layer(stream, dest)
     assert snapshot(dest, times=False).keys() == snapshot(src, times=False).keys()
     assert (dest / "bin/su").read_bytes() == (src / "bin/su").read_bytes()
+
+
+# ---------------------------------------------------------------------------
+# Small files are created by a pool of threads: the tree is the same as written in order
+
+
+def busy_layer() -> bytes:
+    """Many small files around every entry whose ordering matters."""
+    layer = TarBuilder().dir(".", mode=0o755, mtime=1_000_000_001)
+    for d in range(8):
+        layer.dir(f"d{d}", mtime=1_000_000_000 + d)
+        for f in range(40):
+            layer.file(
+                f"d{d}/f{f}", os.urandom(f * 37), mode=0o644 if f % 3 else 0o600, mtime=1_500_000_000 + f
+            )
+    layer.file("d0/owned", b"o", mode=0o4755, uid=1000, gid=1000)  # chown, then chmod keeps setuid
+    layer.file("d0/f1", b"replaced")  # a path overwritten while its first version may be pending
+    layer.hardlink("d1/link", "d1/f5")  # a link to a file that may be pending
+    layer.file("d1/f5", b"relinked")  # replacing a linked name keeps the link's inode intact
+    layer.whiteout("d2/f7")  # a whiteout over a pending file
+    layer.opaque("d3")
+    layer.file("d4", b"a file over a tree of pending files")
+    layer.dir("d5", mode=0o2770, gid=44, mtime=1_000_000_055)  # re-declared after its children
+    layer.file("d5/late", b"created under the setgid directory")
+    layer.file("d6/x", b"xattr, written inline", xattrs={"user.x": b"1"})
+    layer.file("d7/big", os.urandom(300 << 10))  # above the small-file size: written inline
+    layer.symlink("d7/f0", "f1")  # a symlink over a pending file
+    layer.dir(".", mode=0o751, mtime=1_000_000_002)  # the root re-declared late
+    # The same, each right after what it depends on (still waiting in the batch being filled).
+    layer.dir("now", mtime=1_000_000_077).file("now/f", b"first").file("now/f", b"second")
+    layer.file("now/t", b"target").hardlink("now/l", "now/t")
+    layer.file("now/w", b"gone").whiteout("now/w")
+    layer.file("now/tree/a", b"a").file("now/tree", b"file")
+    layer.dir("now/sgid").file("now/sgid/a", b"a").dir("now/sgid", mode=0o2770, gid=44)
+    layer.file("now/sym", b"s").symlink("now/sym", "f")
+    layer.file("now/dev", b"d").device("now/dev", tarfile.CHRTYPE, 1, 3)
+    layer.file("now/last", b"still in the batch when the stream ends")
+    return layer.bytes()
+
+
+def test_the_pool_gives_the_tree_written_in_order(shm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = busy_layer()
+    pooled, in_order = shm_path / "pooled", shm_path / "in_order"
+    pooled.mkdir()
+    in_order.mkdir()
+    pooled_stats = apply(layer, pooled)
+    monkeypatch.setattr(layer_tar, "SMALL_FILE", -1)  # nothing qualifies: every file written inline
+    in_order_stats = apply(layer, in_order)
+    assert pooled_stats == in_order_stats
+    assert snapshot(pooled, times=False) == snapshot(in_order, times=False)
+    mtimes = {}
+    for root in (pooled, in_order):
+        mtimes[root] = {
+            str(path.relative_to(root)): os.lstat(path).st_mtime_ns for path in [root, *root.rglob("*")]
+        }
+    assert mtimes[pooled] == mtimes[in_order]
+    assert mtimes[pooled]["."] == 1_000_000_002 * 10**9
+    assert mtimes[pooled]["d5"] == 1_000_000_055 * 10**9
+    assert (pooled / "d0/f1").read_bytes() == b"replaced"
+    assert os.lstat(pooled / "d1/link").st_nlink == 1 and (pooled / "d1/f5").read_bytes() == b"relinked"
+    assert stat.S_ISCHR(os.lstat(pooled / "d2/f7").st_mode)
+    assert owner_and_mode(pooled / "d0/owned") == (1000, 1000, 0o4755)
+    assert owner_and_mode(pooled / "d5/late") == (0, 0, 0o644)
+
+
+def test_a_hostile_entry_after_many_small_files_changes_nothing_outside(sandbox: Path) -> None:
+    layer = TarBuilder()
+    for index in range(300):
+        layer.file(f"pending/f{index}", b"p" * 100)
+    layer.symlink("escape", "../../canary_dir").file("escape/inner", b"pwned")
+    assert_refused(sandbox, layer.bytes(), 'would be written through symlink "escape"')
