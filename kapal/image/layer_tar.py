@@ -160,6 +160,13 @@ class _ForwardReader:
             return 0
         return self.readinto(buffer)
 
+    def unread(self, data: bytes) -> None:
+        """Put back *data*, just read, for a parser that looked at it first."""
+        self._buf = data + self._buf[self._off :]
+        self._view = memoryview(self._buf)
+        self._off = 0
+        self.pos -= len(data)
+
     def tell(self) -> int:
         return self.pos
 
@@ -198,8 +205,44 @@ _USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s")
 
 
 def _octal(field: bytes) -> int:
-    """A plain octal tar number; ValueError for anything else (base-256, junk)."""
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    """A plain octal tar number; ValueError for anything else (base-256, junk).
+
+    Stripping the NULs and spaces that end the field gives tarfile's number or,
+    where something follows a NUL, a ValueError that hands the header to tarfile.
+    """
+    return int(field.rstrip(b"\0 ") or b"0", 8)
+
+
+def _plain_pax_records(buf: bytes, size: int) -> dict[str, str] | None:
+    """The records of a PAX extended header, or None unless they are plain.
+
+    Plain: ``"<length> <keyword>=<value>\\n"`` records, strict UTF-8, exactly
+    filling *size* bytes followed by NUL padding, and nothing about charsets
+    or sparse files. For those tarfile's parser gives this same dictionary.
+    """
+    if len(buf) < size or buf.count(0, size) != len(buf) - size:
+        return None
+    records = {}
+    pos = 0
+    while pos < size:
+        space = buf.find(b" ", pos, size)
+        digits = buf[pos:space]
+        if space < 0 or not digits.isdigit():
+            return None
+        end = pos + int(digits)
+        if not space + 1 < end <= size or buf[end - 1] != 0x0A:
+            return None
+        keyword, equals, value = buf[space + 1 : end - 1].partition(b"=")
+        if not equals or not keyword:
+            return None
+        try:
+            records[keyword.decode()] = value.decode()
+        except UnicodeDecodeError:
+            return None
+        pos = end
+    if "hdrcharset" in records or any(keyword.startswith("GNU.sparse.") for keyword in records):
+        return None
+    return records
 
 
 class _LayerTarInfo(tarfile.TarInfo):
@@ -246,6 +289,35 @@ class _LayerTarInfo(tarfile.TarInfo):
         if prefix_text and info.type not in tarfile.GNU_TYPES:
             info.name = prefix_text + "/" + info.name
         return info
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        """A PAX extended header, parsed without tarfile's regular expressions when it is plain.
+
+        Nearly every entry of a layer written by Python or Go has one, and
+        tarfile's parser costs as much as creating the file. Anything not plain
+        is put back and left to tarfile.
+        """
+        if self.type != tarfile.XHDTYPE:
+            return super()._proc_pax(tarfile_)
+        reader = tarfile_.fileobj
+        buf = reader.read(self._block(self.size))
+        records = _plain_pax_records(buf, self.size)
+        if records is None:
+            reader.unread(buf)
+            return super()._proc_pax(tarfile_)
+        try:
+            member = self.fromtarfile(tarfile_)
+        except tarfile.HeaderError as error:
+            raise tarfile.SubsequentHeaderError(str(error)) from None
+        # What tarfile does with the records next, for an extended (not global) header.
+        member._apply_pax_info(records, tarfile_.encoding, tarfile_.errors)
+        member.offset = self.offset
+        if "size" in records:
+            offset = member.offset_data
+            if member.isreg() or member.type not in tarfile.SUPPORTED_TYPES:
+                offset += member._block(member.size)
+            tarfile_.offset = offset
+        return member
 
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]

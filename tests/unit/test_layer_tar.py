@@ -1110,3 +1110,110 @@ def test_a_hostile_entry_after_many_small_files_changes_nothing_outside(sandbox:
         layer.file(f"pending/f{index}", b"p" * 100)
     layer.symlink("escape", "../../canary_dir").file("escape/inner", b"pwned")
     assert_refused(sandbox, layer.bytes(), 'would be written through symlink "escape"')
+
+
+# ---------------------------------------------------------------------------
+# PAX extended headers: the fast parser and tarfile read the same members
+
+
+def pax_member(records: bytes, name: str = "member", data: bytes = b"content") -> bytes:
+    """An extended header with exactly *records*, then a regular file (USTAR) with *data*."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = len(records)
+    padding = b"\0" * (-len(records) % 512)
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return (
+        header.tobuf(tarfile.USTAR_FORMAT)
+        + records
+        + padding
+        + member.tobuf(tarfile.USTAR_FORMAT)
+        + data
+        + b"\0" * (-len(data) % 512)
+    )
+
+
+def record(keyword: bytes, value: bytes) -> bytes:
+    body = b" " + keyword + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length).encode()) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def members_of(data: bytes) -> Any:
+    """What the layer reader makes of each member (name, type, size, pax headers, offsets…) or its error."""
+    found: list[Any] = []
+    try:
+        tar = tarfile.TarFile(
+            fileobj=layer_tar._ForwardReader(io.BytesIO(data)),  # type: ignore[arg-type]
+            mode="r",
+            tarinfo=layer_tar._LayerTarInfo,
+            pax_headers=layer_tar._DiscardGlobals(),
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+        while (info := tar.next()) is not None:
+            fields = (info.name, info.type, info.size, info.mtime, info.uid, info.linkname, info.pax_headers)
+            found.append((*fields, info.offset, info.offset_data, info.sparse))
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        found.append((type(error), str(error)))
+    return found
+
+
+def test_plain_pax_headers_parse_as_tarfile_parses_them(
+    shm_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = [
+        TarBuilder()
+        .file("a" * 150 + "/long/name", b"x", pax={"mtime": "1600000000.5", "comment": "héllo = world"})
+        .file("ünï/\udcff-raw", b"y")  # not UTF-8: tarfile writes hdrcharset=BINARY
+        .symlink("s", "t" * 200)
+        .file("x", b"z", xattrs={"user.a": b"1=2\n3", "trusted.b": b"\xff"})
+        .bytes(),
+        pax_member(record(b"path", b"renamed") + record(b"size", b"3"), data=b"abc"),
+        pax_member(record(b"path", b"one") + record(b"path", b"two")),  # the later record wins
+        pax_member(record(b"uid", b"12") + record(b"mtime", b"-5.25")),
+        pax_member(b"", name="no-records"),
+        pax_member(b"9 path=x\n" + b"\n" * 3),  # records followed by junk inside the size
+        pax_member(record(b"path", b"p")[:-1] + b"X"),  # a record not ending in a newline
+        pax_member(b"0 path=x\n"),  # a zero length: tarfile's error
+        pax_member(b"12 path=x\n"),  # a length past the end
+        pax_member(b"a path=x\n"),
+        pax_member(b"10 pathxyz\n"),  # no "="
+        pax_member(b"8 =empty\n"),
+        pax_member(record(b"path", b"\xff\xfe")),
+        pax_member(record(b"hdrcharset", b"BINARY") + record(b"path", b"\xff")),
+        pax_member(record(b"GNU.sparse.map", b"0,1") + record(b"GNU.sparse.realsize", b"5")),
+    ]
+    padded = bytearray(pax_member(record(b"path", b"padded")))
+    padded[512 + 20] = ord("7")  # a byte in the padding after the records
+    archives.append(bytes(padded))
+    if shutil.which("tar"):
+        src = shm_path / "gnu"
+        src.mkdir()
+        (src / "sparse").write_bytes(b"")
+        os.truncate(src / "sparse", 1 << 20)
+        (src / ("long" * 40)).write_bytes(b"l")
+        archives.append(
+            subprocess.run(
+                ["tar", "--format=posix", "--sparse", "-C", str(src), "-cf", "-", "."],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+    plain = layer_tar._plain_pax_records
+    verdicts: list[bool] = []
+    monkeypatch.setattr(
+        layer_tar, "_plain_pax_records", lambda *a: verdicts.append(plain(*a) is not None) or plain(*a)
+    )
+    fast = [members_of(archive) for archive in archives]
+    assert True in verdicts and False in verdicts  # both ways were taken
+    monkeypatch.setattr(layer_tar, "_plain_pax_records", lambda buf, size: None)  # all to tarfile
+    assert fast == [members_of(archive) for archive in archives]
+    assert fast[1] == [
+        ("renamed", tarfile.REGTYPE, 3, 0, 0, "", {"path": "renamed", "size": "3"}, 0, 1536, None)
+    ]
+    assert fast[2][0][0] == "two"
+    assert fast[7] == [(InvalidArgument, "invalid layer: bad tar header at offset 0: invalid header")]
