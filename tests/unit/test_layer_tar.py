@@ -754,7 +754,9 @@ def test_refuses_a_corrupt_first_header(sandbox: Path) -> None:
     assert_refused(sandbox, b"not a tar at all" * 64, "invalid layer")
 
 
-def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
+@pytest.fixture
+def tiny_fs(shm_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, to run out of space on."""
     mountpoint = shm_path / "tiny"
     mountpoint.mkdir()
     mounted = subprocess.run(
@@ -763,33 +765,27 @@ def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        (mountpoint / "layer").mkdir()
-        with pytest.raises(StorageError, match="no space left on device"):
-            apply(TarBuilder().file("big", b"x" * (1 << 20)).bytes(), mountpoint / "layer")
+        yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
 
 
-def test_disk_full_while_small_files_are_created_in_the_pool(shm_path: Path) -> None:
-    mountpoint = shm_path / "tiny"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
-        (mountpoint / "layer").mkdir()
-        layer = TarBuilder()
-        for index in range(200):
-            layer.file(f"d/f{index:03d}", b"x" * 4096)
-        with pytest.raises(StorageError, match=r'no space left on device while writing layer entry "d/f\d+"'):
-            apply(layer.bytes(), mountpoint / "layer")
-        # Every worker is done once apply_layer returns: the tree can be removed for good.
-        shutil.rmtree(mountpoint / "layer")
-        assert os.listdir(mountpoint) == []
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
+def test_disk_full_is_a_storage_error(tiny_fs: Path) -> None:
+    (tiny_fs / "layer").mkdir()
+    with pytest.raises(StorageError, match="no space left on device"):
+        apply(TarBuilder().file("big", b"x" * (1 << 20)).bytes(), tiny_fs / "layer")
+
+
+def test_disk_full_while_small_files_are_created_in_the_pool(tiny_fs: Path) -> None:
+    (tiny_fs / "layer").mkdir()
+    layer = TarBuilder()
+    for index in range(200):
+        layer.file(f"d/f{index:03d}", b"x" * 4096)
+    with pytest.raises(StorageError, match=r'no space left on device while writing layer entry "d/f\d+"'):
+        apply(layer.bytes(), tiny_fs / "layer")
+    # Every worker is done once apply_layer returns: the tree can be removed for good.
+    shutil.rmtree(tiny_fs / "layer")
+    assert os.listdir(tiny_fs) == []
 
 
 def test_refuses_a_non_empty_destination(dest: Path) -> None:
