@@ -104,7 +104,8 @@ class LayerStore:
                 (tmp / "diff").mkdir()
                 stream, _ = open_decompressed(blob)
                 reader = digests.DigestingReader(stream)
-                # Download hand-off, hashing and gunzip in one thread, file creation in this one.
+                # Download hand-off, hashing and gunzip in one thread; parsing (and the large files) in
+                # this one, the small files in the file writers' pool.
                 with ReadAhead(reader) as ahead:
                     stats = apply_layer(ahead, tmp / "diff")
                 reader.drain()
