@@ -27,6 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 # Larger files are written by the parsing thread itself, straight from the stream.
 SMALL_FILE = 256 << 10
+# Each directory's files go to one of these threads, always the same: the kernel serialises
+# creations in a directory (its lock), and more threads queueing on it only spin.
 _WORKERS = 4
 # Work orders go out in batches so that the hand-off costs little next to the files.
 _BATCH_FILES = 32
@@ -37,17 +39,16 @@ _MAX_PENDING_BYTES = 16 << 20
 # (entry name for errors, relative path, creation mode, bytes, (uid, gid, mode) or None, mtime in ns)
 Order = tuple[str, str, int, bytes, "tuple[int, int, int] | None", int]
 
-_pool: ThreadPoolExecutor | None = None
-_pool_guard = threading.Lock()
+_workers: list[ThreadPoolExecutor] = []
+_workers_guard = threading.Lock()
 
 
-def _shared_pool() -> ThreadPoolExecutor:
-    """One pool for the process: layers unpacked at the same time share its threads."""
-    global _pool
-    with _pool_guard:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="layer-files")
-        return _pool
+def _worker_for(directory: str) -> ThreadPoolExecutor:
+    """The thread that creates files in *directory*; layers unpacked at the same time share them."""
+    with _workers_guard:
+        if not _workers:
+            _workers.extend(ThreadPoolExecutor(1, thread_name_prefix="layer-files") for _ in range(_WORKERS))
+    return _workers[hash(directory) % _WORKERS]
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -56,7 +57,7 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class SmallFileWriter:
-    """Creates one layer's small files in the shared pool, in batches.
+    """Creates one layer's small files in the shared threads, in batches of one directory's files.
 
     *flags* open a new file (they must include ``O_CREAT | O_EXCL``);
     *error_for* turns a failed system call into the error the unpacker
@@ -70,6 +71,7 @@ class SmallFileWriter:
         self._error_for = error_for
         self._batch: list[Order] = []
         self._batch_bytes = 0
+        self._batch_dir = ""
         self._pending: deque[tuple[Future[None], int]] = deque()
         self._pending_bytes = 0
 
@@ -77,6 +79,10 @@ class SmallFileWriter:
         self, name: str, rel: str, mode: int, data: bytes, owner: tuple[int, int, int] | None, mtime_ns: int
     ) -> None:
         """Create *rel* with *data*; *owner* (uid, gid, mode) when creation alone does not give them."""
+        directory = rel.rpartition("/")[0]
+        if directory != self._batch_dir:
+            self._submit()  # a batch holds one directory's files
+            self._batch_dir = directory
         self._batch.append((name, rel, mode, data, owner, mtime_ns))
         self._batch_bytes += len(data)
         if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
@@ -84,7 +90,7 @@ class SmallFileWriter:
 
     def _submit(self) -> None:
         if self._batch:
-            future = _shared_pool().submit(self._write, self._batch)
+            future = _worker_for(self._batch_dir).submit(self._write, self._batch)
             self._pending.append((future, self._batch_bytes))
             self._pending_bytes += self._batch_bytes
             self._batch, self._batch_bytes = [], 0
