@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kapal.errors import InvalidArgument, KapalError, StorageError
+from kapal.image.file_writers import SMALL_FILE, SmallFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,13 @@ class _ForwardReader:
             return 0
         return self.readinto(buffer)
 
+    def unread(self, data: bytes) -> None:
+        """Put back *data*, just read, for a parser that looked at it first."""
+        self._buf = data + self._buf[self._off :]
+        self._view = memoryview(self._buf)
+        self._off = 0
+        self.pos -= len(data)
+
     def tell(self) -> int:
         return self.pos
 
@@ -197,8 +205,44 @@ _USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s")
 
 
 def _octal(field: bytes) -> int:
-    """A plain octal tar number; ValueError for anything else (base-256, junk)."""
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    """A plain octal tar number; ValueError for anything else (base-256, junk).
+
+    Stripping the NULs and spaces that end the field gives tarfile's number or,
+    where something follows a NUL, a ValueError that hands the header to tarfile.
+    """
+    return int(field.rstrip(b"\0 ") or b"0", 8)
+
+
+def _plain_pax_records(buf: bytes, size: int) -> dict[str, str] | None:
+    """The records of a PAX extended header, or None unless they are plain.
+
+    Plain: ``"<length> <keyword>=<value>\\n"`` records, strict UTF-8, exactly
+    filling *size* bytes followed by NUL padding, and nothing about charsets
+    or sparse files. For those tarfile's parser gives this same dictionary.
+    """
+    if len(buf) < size or buf.count(0, size) != len(buf) - size:
+        return None
+    records = {}
+    pos = 0
+    while pos < size:
+        space = buf.find(b" ", pos, size)
+        digits = buf[pos:space]
+        if space < 0 or not digits.isdigit():
+            return None
+        end = pos + int(digits)
+        if not space + 1 < end <= size or buf[end - 1] != 0x0A:
+            return None
+        keyword, equals, value = buf[space + 1 : end - 1].partition(b"=")
+        if not equals or not keyword:
+            return None
+        try:
+            records[keyword.decode()] = value.decode()
+        except UnicodeDecodeError:
+            return None
+        pos = end
+    if "hdrcharset" in records or any(keyword.startswith("GNU.sparse.") for keyword in records):
+        return None
+    return records
 
 
 class _LayerTarInfo(tarfile.TarInfo):
@@ -245,6 +289,35 @@ class _LayerTarInfo(tarfile.TarInfo):
         if prefix_text and info.type not in tarfile.GNU_TYPES:
             info.name = prefix_text + "/" + info.name
         return info
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        """A PAX extended header, parsed without tarfile's regular expressions when it is plain.
+
+        Nearly every entry of a layer written by Python or Go has one, and
+        tarfile's parser costs as much as creating the file. Anything not plain
+        is put back and left to tarfile.
+        """
+        if self.type != tarfile.XHDTYPE:
+            return super()._proc_pax(tarfile_)
+        reader = tarfile_.fileobj
+        buf = reader.read(self._block(self.size))
+        records = _plain_pax_records(buf, self.size)
+        if records is None:
+            reader.unread(buf)
+            return super()._proc_pax(tarfile_)
+        try:
+            member = self.fromtarfile(tarfile_)
+        except tarfile.HeaderError as error:
+            raise tarfile.SubsequentHeaderError(str(error)) from None
+        # What tarfile does with the records next, for an extended (not global) header.
+        member._apply_pax_info(records, tarfile_.encoding, tarfile_.errors)
+        member.offset = self.offset
+        if "size" in records:
+            offset = member.offset_data
+            if member.isreg() or member.type not in tarfile.SUPPORTED_TYPES:
+                offset += member._block(member.size)
+            tarfile_.offset = offset
+        return member
 
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
@@ -366,6 +439,7 @@ class _Applier:
         self.skipped_xattrs: set[str] = set()
         self.failed_xattrs: set[str] = set()
         self._buffer = memoryview(bytearray(_CHUNK))
+        self.writer = SmallFileWriter(dest_fd, _CREATE_FLAGS, _filesystem_error)
         # What creating a node gives without being asked: root's owner and the umask's mode
         # bits. Where a header asks for exactly that, chown and chmod are skipped (most
         # entries of a real layer), except under directories whose new children inherit
@@ -398,6 +472,7 @@ class _Applier:
         kind = self.kinds.get(rel)
         if kind is None:
             return
+        self.writer.wait()  # the path, or something under it, may still be being created
         if kind == _DIR:
             shutil.rmtree(rel, dir_fd=self.fd)
         else:
@@ -523,6 +598,7 @@ class _Applier:
         self.entries += 1
 
     def _root(self, info: tarfile.TarInfo) -> None:
+        self.writer.wait()  # children created after the change would inherit differently
         os.fchown(self.fd, info.uid, info.gid)
         os.fchmod(self.fd, info.mode & 0o7777)
         self._xattrs(info, self.fd)
@@ -535,6 +611,21 @@ class _Applier:
         self._remove(rel)
         mtime = _mtime_ns(info)
         as_created = self._as_created(rel, info)
+        if info.size <= SMALL_FILE and info.sparse is None and not _has_xattrs(info):
+            try:
+                data = reader.read(info.size) if info.size else b""
+            except OSError as error:
+                raise _SourceError(error) from error
+            if len(data) != info.size:
+                raise InvalidArgument(f"invalid layer: entry {_quote(info.name)} is truncated")
+            self._record(rel, _FILE)
+            mode = info.mode & 0o7777
+            if as_created:
+                self.writer.add(info.name, rel, mode, data, None, mtime)
+            else:
+                self.writer.add(info.name, rel, 0o600, data, (info.uid, info.gid, mode), mtime)
+            self.size += info.size
+            return
         fd = os.open(rel, _CREATE_FLAGS, info.mode & 0o777 if as_created else 0o600, dir_fd=self.fd)
         try:
             self._record(rel, _FILE)
@@ -598,6 +689,7 @@ class _Applier:
             self._record(rel, _DIR)
         else:
             as_created = False  # an existing directory: its metadata is whatever came before
+            self.writer.wait()  # children created after the change would inherit differently
         if not as_created:
             os.chown(rel, info.uid, info.gid, dir_fd=self.fd, follow_symlinks=False)
             os.chmod(rel, info.mode & 0o7777, dir_fd=self.fd)
@@ -628,6 +720,7 @@ class _Applier:
         if target == rel:
             return  # GNU tar writes this when a file is archived twice: a no-op
         self._check_link_target(target, subject)
+        self.writer.wait()  # the target may still be being created
         self._remove(rel)
         kind = self.kinds.get(target)
         if kind is None:  # the replaced directory contained the target
@@ -706,6 +799,7 @@ class _Applier:
 
     def finish(self) -> None:
         """Set directory times, deepest first, once nothing changes them."""
+        self.writer.wait()
         for rel in sorted(self.dir_times, key=lambda path: path.count("/") + bool(path), reverse=True):
             mtime = self.dir_times[rel]
             if rel:
@@ -716,6 +810,10 @@ class _Applier:
             log.warning("layer carried overlayfs xattrs, ignored: %s", ", ".join(sorted(self.skipped_xattrs)))
         if self.failed_xattrs:
             log.warning("xattrs the filesystem refused, skipped: %s", ", ".join(sorted(self.failed_xattrs)))
+
+
+def _has_xattrs(info: tarfile.TarInfo) -> bool:
+    return bool(info.pax_headers) and any(key.startswith(_XATTR_PAX_PREFIX) for key in info.pax_headers)
 
 
 def _inherits(dir_fd: int) -> bool:
@@ -768,6 +866,7 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
     """
     dest_path = os.path.abspath(os.fspath(dest))
     dest_fd = os.open(dest_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    applier = None
     try:
         with os.scandir(dest_fd) as listing:
             if next(listing, None) is not None:
@@ -816,6 +915,8 @@ def apply_layer(tar_stream: BinaryIO, dest: str | os.PathLike[str]) -> LayerStat
         reader.drain()
         return LayerStats(size=applier.size, entries=applier.entries)
     finally:
+        if applier is not None:
+            applier.writer.close()  # no file may appear after the caller saw the outcome
         os.close(dest_fd)
 
 

@@ -30,6 +30,7 @@ class ReadAhead:
         self._ended = False
         self._error: BaseException | None = None
         self._pending = memoryview(b"")
+        self._pending_chunk = b""  # what _pending views, handed out whole without a copy
         self._thread = threading.Thread(target=self._fill, name="layer-read-ahead", daemon=True)
 
     def __enter__(self) -> ReadAhead:
@@ -75,6 +76,7 @@ class ReadAhead:
             if self._chunks:
                 data = self._chunks.popleft()
                 self._cond.notify_all()
+                self._pending_chunk = data
                 return memoryview(data)
             if self._error is not None:
                 raise self._error
@@ -92,6 +94,9 @@ class ReadAhead:
                 parts.append(bytes(chunk))
             self._pending = memoryview(b"")
             return b"".join(parts)
+        if n >= len(self._pending) and len(self._pending) == len(self._pending_chunk):
+            out_chunk, self._pending = self._pending_chunk, memoryview(b"")
+            return out_chunk
         out, self._pending = self._pending[:n], self._pending[n:]
         return bytes(out)
 

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kapal.errors import InvalidArgument, StorageError
+from kapal.image import layer_tar
 from kapal.image.compression import Compression, compress_writer, open_decompressed
 from kapal.image.layer_tar import LayerStats, apply_layer, write_layer
 
@@ -755,7 +756,9 @@ def test_refuses_a_corrupt_first_header(sandbox: Path) -> None:
     assert_refused(sandbox, b"not a tar at all" * 64, "invalid layer")
 
 
-def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
+@pytest.fixture
+def tiny_fs(shm_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, to run out of space on."""
     mountpoint = shm_path / "tiny"
     mountpoint.mkdir()
     mounted = subprocess.run(
@@ -764,11 +767,27 @@ def test_disk_full_is_a_storage_error(shm_path: Path) -> None:
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        (mountpoint / "layer").mkdir()
-        with pytest.raises(StorageError, match="no space left on device"):
-            apply(TarBuilder().file("big", b"x" * (1 << 20)).bytes(), mountpoint / "layer")
+        yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_disk_full_is_a_storage_error(tiny_fs: Path) -> None:
+    (tiny_fs / "layer").mkdir()
+    with pytest.raises(StorageError, match="no space left on device"):
+        apply(TarBuilder().file("big", b"x" * (1 << 20)).bytes(), tiny_fs / "layer")
+
+
+def test_disk_full_while_small_files_are_created_in_the_pool(tiny_fs: Path) -> None:
+    (tiny_fs / "layer").mkdir()
+    layer = TarBuilder()
+    for index in range(200):
+        layer.file(f"d/f{index:03d}", b"x" * 4096)
+    with pytest.raises(StorageError, match=r'no space left on device while writing layer entry "d/f\d+"'):
+        apply(layer.bytes(), tiny_fs / "layer")
+    # Every worker is done once apply_layer returns: the tree can be removed for good.
+    shutil.rmtree(tiny_fs / "layer")
+    assert os.listdir(tiny_fs) == []
 
 
 def test_refuses_a_non_empty_destination(dest: Path) -> None:
@@ -1083,3 +1102,181 @@ def test_round_trip_through_a_compressed_blob(shm_path: Path, compression: Compr
     apply_layer(stream, dest)
     assert snapshot(dest, times=False).keys() == snapshot(src, times=False).keys()
     assert (dest / "bin/su").read_bytes() == (src / "bin/su").read_bytes()
+
+
+# ---------------------------------------------------------------------------
+# Small files are created by a pool of threads: the tree is the same as written in order
+
+
+def busy_layer() -> bytes:
+    """Many small files around every entry whose ordering matters."""
+    layer = TarBuilder().dir(".", mode=0o755, mtime=1_000_000_001)
+    for d in range(8):
+        layer.dir(f"d{d}", mtime=1_000_000_000 + d)
+        for f in range(40):
+            layer.file(
+                f"d{d}/f{f}", os.urandom(f * 37), mode=0o644 if f % 3 else 0o600, mtime=1_500_000_000 + f
+            )
+    layer.file("d0/owned", b"o", mode=0o4755, uid=1000, gid=1000)  # chown, then chmod keeps setuid
+    layer.file("d0/f1", b"replaced")  # a path overwritten while its first version may be pending
+    layer.hardlink("d1/link", "d1/f5")  # a link to a file that may be pending
+    layer.file("d1/f5", b"relinked")  # replacing a linked name keeps the link's inode intact
+    layer.whiteout("d2/f7")  # a whiteout over a pending file
+    layer.opaque("d3")
+    layer.file("d4", b"a file over a tree of pending files")
+    layer.dir("d5", mode=0o2770, gid=44, mtime=1_000_000_055)  # re-declared after its children
+    layer.file("d5/late", b"created under the setgid directory")
+    layer.file("d6/x", b"xattr, written inline", xattrs={"user.x": b"1"})
+    layer.file("d7/big", os.urandom(300 << 10))  # above the small-file size: written inline
+    layer.symlink("d7/f0", "f1")  # a symlink over a pending file
+    layer.dir(".", mode=0o751, mtime=1_000_000_002)  # the root re-declared late
+    # The same, each right after what it depends on (still waiting in the batch being filled).
+    layer.dir("now", mtime=1_000_000_077).file("now/f", b"first").file("now/f", b"second")
+    layer.file("now/t", b"target").hardlink("now/l", "now/t")
+    layer.file("now/w", b"gone").whiteout("now/w")
+    layer.file("now/tree/a", b"a").file("now/tree", b"file")
+    layer.dir("now/sgid").file("now/sgid/a", b"a").dir("now/sgid", mode=0o2770, gid=44)
+    layer.file("now/sym", b"s").symlink("now/sym", "f")
+    layer.file("now/dev", b"d").device("now/dev", tarfile.CHRTYPE, 1, 3)
+    layer.file("now/last", b"still in the batch when the stream ends")
+    return layer.bytes()
+
+
+def test_the_pool_gives_the_tree_written_in_order(shm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = busy_layer()
+    pooled, in_order = shm_path / "pooled", shm_path / "in_order"
+    pooled.mkdir()
+    in_order.mkdir()
+    pooled_stats = apply(layer, pooled)
+    monkeypatch.setattr(layer_tar, "SMALL_FILE", -1)  # nothing qualifies: every file written inline
+    in_order_stats = apply(layer, in_order)
+    assert pooled_stats == in_order_stats
+    assert snapshot(pooled, times=False) == snapshot(in_order, times=False)
+    mtimes = {}
+    for root in (pooled, in_order):
+        mtimes[root] = {
+            str(path.relative_to(root)): os.lstat(path).st_mtime_ns for path in [root, *root.rglob("*")]
+        }
+    assert mtimes[pooled] == mtimes[in_order]
+    assert mtimes[pooled]["."] == 1_000_000_002 * 10**9
+    assert mtimes[pooled]["d5"] == 1_000_000_055 * 10**9
+    assert (pooled / "d0/f1").read_bytes() == b"replaced"
+    assert os.lstat(pooled / "d1/link").st_nlink == 1 and (pooled / "d1/f5").read_bytes() == b"relinked"
+    assert stat.S_ISCHR(os.lstat(pooled / "d2/f7").st_mode)
+    assert owner_and_mode(pooled / "d0/owned") == (1000, 1000, 0o4755)
+    assert owner_and_mode(pooled / "d5/late") == (0, 0, 0o644)
+
+
+def test_a_hostile_entry_after_many_small_files_changes_nothing_outside(sandbox: Path) -> None:
+    layer = TarBuilder()
+    for index in range(300):
+        layer.file(f"pending/f{index}", b"p" * 100)
+    layer.symlink("escape", "../../canary_dir").file("escape/inner", b"pwned")
+    assert_refused(sandbox, layer.bytes(), 'would be written through symlink "escape"')
+
+
+# ---------------------------------------------------------------------------
+# PAX extended headers: the fast parser and tarfile read the same members
+
+
+def pax_member(records: bytes, name: str = "member", data: bytes = b"content") -> bytes:
+    """An extended header with exactly *records*, then a regular file (USTAR) with *data*."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = len(records)
+    padding = b"\0" * (-len(records) % 512)
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return (
+        header.tobuf(tarfile.USTAR_FORMAT)
+        + records
+        + padding
+        + member.tobuf(tarfile.USTAR_FORMAT)
+        + data
+        + b"\0" * (-len(data) % 512)
+    )
+
+
+def record(keyword: bytes, value: bytes) -> bytes:
+    body = b" " + keyword + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length).encode()) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def members_of(data: bytes) -> Any:
+    """What the layer reader makes of each member (name, type, size, pax headers, offsets…) or its error."""
+    found: list[Any] = []
+    try:
+        tar = tarfile.TarFile(
+            fileobj=layer_tar._ForwardReader(io.BytesIO(data)),  # type: ignore[arg-type]
+            mode="r",
+            tarinfo=layer_tar._LayerTarInfo,
+            pax_headers=layer_tar._DiscardGlobals(),
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+        while (info := tar.next()) is not None:
+            fields = (info.name, info.type, info.size, info.mtime, info.uid, info.linkname, info.pax_headers)
+            found.append((*fields, info.offset, info.offset_data, info.sparse))
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        found.append((type(error), str(error)))
+    return found
+
+
+def test_plain_pax_headers_parse_as_tarfile_parses_them(
+    shm_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = [
+        TarBuilder()
+        .file("a" * 150 + "/long/name", b"x", pax={"mtime": "1600000000.5", "comment": "héllo = world"})
+        .file("ünï/\udcff-raw", b"y")  # not UTF-8: tarfile writes hdrcharset=BINARY
+        .symlink("s", "t" * 200)
+        .file("x", b"z", xattrs={"user.a": b"1=2\n3", "trusted.b": b"\xff"})
+        .bytes(),
+        pax_member(record(b"path", b"renamed") + record(b"size", b"3"), data=b"abc"),
+        pax_member(record(b"path", b"one") + record(b"path", b"two")),  # the later record wins
+        pax_member(record(b"uid", b"12") + record(b"mtime", b"-5.25")),
+        pax_member(b"", name="no-records"),
+        pax_member(b"9 path=x\n" + b"\n" * 3),  # records followed by junk inside the size
+        pax_member(record(b"path", b"p")[:-1] + b"X"),  # a record not ending in a newline
+        pax_member(b"0 path=x\n"),  # a zero length: tarfile's error
+        pax_member(b"12 path=x\n"),  # a length past the end
+        pax_member(b"a path=x\n"),
+        pax_member(b"10 pathxyz\n"),  # no "="
+        pax_member(b"8 =empty\n"),
+        pax_member(record(b"path", b"\xff\xfe")),
+        pax_member(record(b"hdrcharset", b"BINARY") + record(b"path", b"\xff")),
+        pax_member(record(b"GNU.sparse.map", b"0,1") + record(b"GNU.sparse.realsize", b"5")),
+    ]
+    padded = bytearray(pax_member(record(b"path", b"padded")))
+    padded[512 + 20] = ord("7")  # a byte in the padding after the records
+    archives.append(bytes(padded))
+    if shutil.which("tar"):
+        src = shm_path / "gnu"
+        src.mkdir()
+        (src / "sparse").write_bytes(b"")
+        os.truncate(src / "sparse", 1 << 20)
+        (src / ("long" * 40)).write_bytes(b"l")
+        archives.append(
+            subprocess.run(
+                ["tar", "--format=posix", "--sparse", "-C", str(src), "-cf", "-", "."],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+    plain = layer_tar._plain_pax_records
+    verdicts: list[bool] = []
+    monkeypatch.setattr(
+        layer_tar, "_plain_pax_records", lambda *a: verdicts.append(plain(*a) is not None) or plain(*a)
+    )
+    fast = [members_of(archive) for archive in archives]
+    assert True in verdicts and False in verdicts  # both ways were taken
+    monkeypatch.setattr(layer_tar, "_plain_pax_records", lambda buf, size: None)  # all to tarfile
+    assert fast == [members_of(archive) for archive in archives]
+    assert fast[1] == [
+        ("renamed", tarfile.REGTYPE, 3, 0, 0, "", {"path": "renamed", "size": "3"}, 0, 1536, None)
+    ]
+    assert fast[2][0][0] == "two"
+    assert fast[7] == [(InvalidArgument, "invalid layer: bad tar header at offset 0: invalid header")]
