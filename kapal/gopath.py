@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import posixpath
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def clean(path: str) -> str:
     """``filepath.Clean``: POSIX normalisation, but ``//x`` is ``/x``."""
@@ -54,3 +58,40 @@ def preserve_trailing_dot_or_separator(cleaned: str, original: str) -> str:
     if not cleaned.endswith("/") and original.endswith("/"):
         cleaned += "/"
     return cleaned
+
+
+def follow_links(
+    path: str,
+    link_target: Callable[[list[str]], str | None],
+    too_many: str | None = None,
+    max_links: int = 255,
+) -> list[str]:
+    """The components of *path* with every symlink followed, never above the root
+    (``symlink.FollowSymlinkInScope``).
+
+    *link_target* gives the target of the link the components name, or None when they
+    name no link (or nothing). Absolute targets restart from the root, as inside a
+    container. Past *max_links* links, InvalidArgument with *too_many* as its message.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        target = link_target([*resolved, part])
+        if target is None:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > max_links:
+            from kapal.errors import InvalidArgument
+
+            raise InvalidArgument(too_many or f"too many links in {path}")
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p and p != "."] + parts
+    return resolved

@@ -24,13 +24,14 @@ import posixpath
 import re
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from kapal.build.context import DIR, FILE, OTHER, SYMLINK, Entry, clean, copy_range
 from kapal.errors import InvalidArgument
+from kapal.gopath import follow_links
 from kapal.image.layer_tar import process_umask
 from kapal.runtime.users import resolve_user
 
@@ -38,7 +39,6 @@ _WILDCARD = re.compile(r"[*?\[]")
 _COPY_THREADS = 4
 _BATCH = 128
 _PARALLEL_FROM = 64  # files; fewer are copied on the calling thread
-_MAX_LINKS = 255
 
 
 class Tree(Protocol):
@@ -112,34 +112,6 @@ def has_wildcards(path: str) -> bool:
 def _go_pattern(component: str) -> str:
     """Go's filepath.Match negation ``[^…]`` in fnmatch's spelling ``[!…]``."""
     return component.replace("[^", "[!")
-
-
-def follow_links(path: str, link_target: Callable[[list[str]], str | None]) -> list[str]:
-    """The components of *path* with every symlink followed, never above the root.
-
-    *link_target* gives the target of the link the components name, or None when they
-    name no link. Absolute targets restart from the root, as inside a container.
-    """
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        target = link_target([*resolved, part])
-        if target is None:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > _MAX_LINKS:
-            raise InvalidArgument(f"too many links in {path}")
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p and p != "."] + parts
-    return resolved
 
 
 def _resolve_links(tree: Tree, name: str) -> tuple[str, Entry | None]:

@@ -30,7 +30,6 @@ class _DecoderSettings:
     parse_float = float
     parse_int = int
     parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
-    memo: dict = {}
 
 
 def _unserializable(value: object) -> object:

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from kapal import reference
 from kapal.container.model import RUNNING, Container
 from kapal.errors import Conflict, InvalidArgument, KapalError, NotFound, StorageError
-from kapal.gopath import asserts_directory, preserve_trailing_dot_or_separator
+from kapal.gopath import asserts_directory, follow_links, preserve_trailing_dot_or_separator
 from kapal.gopath import base as go_base
 from kapal.gopath import clean as go_clean
 from kapal.image import manifest as mf
@@ -341,37 +341,23 @@ class _Scope:
         A broken link resolves to where it points: the missing rest is
         appended as written.
         """
-        pending = _split(path)
-        resolved: list[str] = []
-        links = 0
-        while pending:
-            name = pending.pop(0)
-            if name == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = [*resolved, name]
+
+        def link_target(candidate: list[str]) -> str | None:
             try:
                 found = self.resolve("/".join(candidate), follow_final=False)
             except OSError:
-                resolved = candidate
-                continue
+                return None
             try:
                 info = os.stat(found.name, dir_fd=found.parent, follow_symlinks=False)
-                target = os.readlink(found.name, dir_fd=found.parent) if stat.S_ISLNK(info.st_mode) else None
+                return os.readlink(found.name, dir_fd=found.parent) if stat.S_ISLNK(info.st_mode) else None
             except OSError:
-                target = None
+                return None
             finally:
                 os.close(found.parent)
-            if target is None:
-                resolved = candidate
-                continue
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise InvalidArgument(f"too many levels of symbolic links in {path}")
-            if target.startswith("/"):
-                resolved = []
-            pending[:0] = _split(target)
+
+        resolved = follow_links(
+            path, link_target, f"too many levels of symbolic links in {path}", max_links=MAX_SYMLINKS
+        )
         return "/" + "/".join(resolved)
 
 
